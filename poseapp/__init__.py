@@ -1,0 +1,1 @@
+"""PoseApp: real-time multi-person pose estimation with efficient vision transformers."""

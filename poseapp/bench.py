@@ -1,0 +1,81 @@
+"""Speed and FLOPs of a model per knob value: median milliseconds per crop after warm-up."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .flops import count_macs
+
+
+@dataclass(frozen=True)
+class BenchRow:
+    knob: float
+    gflops: float
+    """Mean 10^9 multiply-adds per crop."""
+    ms_per_crop: dict[int, float]
+    """Batch size -> median milliseconds per crop."""
+    fine_share: float | None = None
+    """EMGPose: share of crops that ran the fine stage."""
+
+
+def time_call(model: nn.Module, x: torch.Tensor, knob: float, runs: int, warmup: int) -> float:
+    """Median seconds of one ``model(x, knob)`` call."""
+    times = []
+    with torch.inference_mode():
+        for i in range(warmup + runs):
+            if x.is_cuda:
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            model(x, knob)
+            if x.is_cuda:
+                torch.cuda.synchronize()
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def bench_model(
+    model: nn.Module,
+    knobs: list[float],
+    batches: tuple[int, ...] = (1, 8),
+    runs: int = 20,
+    warmup: int = 3,
+    device: str = "cpu",
+    inputs: torch.Tensor | None = None,
+) -> list[BenchRow]:
+    """Time ``model`` at every knob value and batch size; ``inputs`` (N, 3, 256, 192) are the crops
+    to use (default: a fixed random batch), cycled to fill the largest batch."""
+    model = model.to(device).eval()
+    if inputs is None:
+        inputs = torch.randn(max(batches), 3, 256, 192, generator=torch.Generator().manual_seed(0))
+    reps = -(-max(batches) // inputs.shape[0])
+    inputs = inputs.repeat(reps, 1, 1, 1)[: max(batches)].to(device)
+    rows = []
+    for knob in knobs:
+        with torch.inference_mode():
+            out = model(inputs, knob)
+        macs = count_macs(model, out).double().mean().item()
+        fine = out.fine_stage.float().mean().item() if out.fine_stage is not None else None
+        ms = {b: 1000 * time_call(model, inputs[:b], knob, runs, warmup) / b for b in batches}
+        rows.append(BenchRow(out.knob, macs / 1e9, ms, fine))
+    return rows
+
+
+def format_table(name: str, knob_name: str, rows: list[BenchRow]) -> str:
+    """A Markdown table of bench rows."""
+    batches = list(rows[0].ms_per_crop)
+    head = [knob_name, "GFLOPs"] + [f"ms/crop (batch {b})" for b in batches]
+    if rows[0].fine_share is not None:
+        head.append("fine stage")
+    lines = [f"{name}", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        cells = [f"{row.knob:.2f}", f"{row.gflops:.2f}"] + [f"{row.ms_per_crop[b]:.1f}" for b in batches]
+        if row.fine_share is not None:
+            cells.append(f"{row.fine_share:.0%}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

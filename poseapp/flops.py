@@ -1,0 +1,86 @@
+"""Exact multiply-accumulate counts of a model call, from the token counts it really used.
+
+Counted: every matrix product and convolution (attention projections, attention scores and mixing,
+MLPs, patch embeddings, heads, WBAS similarities). Not counted, like the pose papers' counters:
+normalisation, activations, softmax, pooling, interpolation, gathers. "GFLOPs" in this project means
+10^9 multiply-adds, the convention of ViTPose, EViTPose and EMGPose (ViTPose-S at 256x192: 5.7).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .models.emgpose import EMGPose
+from .models.evitpose import EViTPose
+from .models.heads import HEATMAP_HW, DeconvHead, TokenHeatmapHead
+from .models.record import PoseOutput
+from .models.vit import ViTSize
+from .models.vitpose import ViTPose
+from .models.wbas import wbas_split
+
+
+def linear_macs(tokens: int | torch.Tensor, fan_in: int, fan_out: int) -> int | torch.Tensor:
+    return tokens * fan_in * fan_out
+
+
+def block_macs(tokens: int | torch.Tensor, size: ViTSize) -> int | torch.Tensor:
+    """One transformer block on ``tokens`` tokens: qkv, scores, mixing, projection, MLP."""
+    d, hidden = size.dim, int(size.dim * size.mlp_ratio)
+    projections = linear_macs(tokens, d, 3 * d) + linear_macs(tokens, d, d)
+    attention = 2 * tokens * tokens * d
+    return projections + attention + 2 * linear_macs(tokens, d, hidden)
+
+
+def patch_embed_macs(patches: int | torch.Tensor, dim: int, patch: int = 16) -> int | torch.Tensor:
+    return patches * 3 * patch * patch * dim
+
+
+def deconv_head_macs(head: DeconvHead, dim: int, joints: int, grid: tuple[int, int]) -> int:
+    h, w = grid
+    k2, c = head.kernel**2, head.channels
+    first = h * w * dim * c * k2
+    second = (2 * h) * (2 * w) * c * c * k2
+    return first + second + (4 * h) * (4 * w) * c * joints
+
+
+def token_head_macs(head: TokenHeatmapHead, dim: int, joints: int) -> int:
+    return joints * (dim * head.hidden + head.hidden * HEATMAP_HW[0] * HEATMAP_HW[1])
+
+
+def count_macs(model: nn.Module, out: PoseOutput) -> torch.Tensor:
+    """Multiply-adds each sample of ``out`` cost, (B,) int64."""
+    size: ViTSize = model.size
+    counts = out.tokens_per_block.to(torch.long)
+    if isinstance(model, ViTPose):
+        n = model.grid[0] * model.grid[1]
+        fixed = patch_embed_macs(n, size.dim, model.patch)
+        fixed += deconv_head_macs(model.head, size.dim, model.num_joints, model.grid)
+        return fixed + block_macs(counts, size).sum(dim=1)
+    if isinstance(model, EViTPose):
+        n = model.grid[0] * model.grid[1]
+        fixed = patch_embed_macs(n, size.dim, model.patch) + token_head_macs(
+            model.head, size.dim, model.num_joints
+        )
+        return fixed + block_macs(counts, size).sum(dim=1)
+    if isinstance(model, EMGPose):
+        return _emgpose_macs(model, counts, out.fine_stage.cpu())
+    raise TypeError(f"no FLOP formula for {type(model).__name__}")
+
+
+def _emgpose_macs(model: EMGPose, counts: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:
+    size, d, j = model.size, model.size.dim, model.num_joints
+    depth = len(model.blocks)
+    n = model.grid[0] * model.grid[1]
+    head = token_head_macs(model.head, d, j)
+    coarse = patch_embed_macs(n, d, model.patch) + head + linear_macs(1, d, d) + linear_macs(1, d, 1)
+    coarse = coarse + block_macs(counts[:, :depth], size).sum(dim=1)
+    similarity = torch.zeros_like(coarse)
+    for layer in model.merge_layers:
+        for i, tokens in enumerate(counts[:, depth + layer - 1].tolist()):
+            if tokens:
+                _, middle, _ = wbas_split(tokens - j, model.r_head, model.r_last)
+                similarity[i] += ((middle + 1) // 2) * (middle // 2) * d
+    fine_fixed = patch_embed_macs(model.fine_tokens(), d, model.patch) + 2 * linear_macs(n, d, d) + head
+    fine_cost = fine_fixed + block_macs(counts[:, depth:], size).sum(dim=1) + similarity
+    return coarse + torch.where(fine, fine_cost, torch.zeros_like(fine_cost))

@@ -1,0 +1,13 @@
+"""Pose models: a plain ViTPose baseline and the efficient EViTPose and EMGPose."""
+
+from .emgpose import EMGPose
+from .evitpose import EViTPose
+from .knob import Knob
+from .record import PoseOutput
+from .vitpose import ViTPose
+from .zoo import MODEL_NAMES, WeightsError, create_model, load_model, save_model
+
+__all__ = [
+    "EMGPose", "EViTPose", "Knob", "MODEL_NAMES", "PoseOutput", "ViTPose", "WeightsError",
+    "create_model", "load_model", "save_model",
+]  # fmt: skip

@@ -1,0 +1,184 @@
+"""EMGPose: a cheap coarse pass, and a multi-granularity pass only where the coarse one is not enough.
+
+Coarse stage: the half-resolution crop (8x6 patches) with T keypoint tokens and one quality token.
+A quality predictor reads the quality token; a sample with predicted quality ``Q > eta`` stops there.
+The others go through the multi-granularity stage: the keypoint-to-patch attention, averaged over heads
+and keypoints and smoothed by an EMA over layers (GKIS), ranks the coarse patches; the top ``r_h`` share
+is re-cut into 3x3 patches (from the 1.5x image), the bottom ``r_l`` share stays whole (half-resolution
+patch), the rest becomes 2x2 (full resolution). Coarse output features are reused (MLP, interpolated to
+the finer grids) and WBAS merges tokens at the merge layers. Blocks and head are shared by both stages.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .heads import TokenHeatmapHead
+from .knob import Knob
+from .record import PoseOutput
+from .vit import Block, Mlp, PatchEmbed, ViTSize, init_weights, patch_importance
+from .wbas import wbas_merge
+
+SPLITS = (1, 2, 3)
+"""Granularity levels: a coarse cell is cut into s x s patches of side ``patch`` at scale s/2."""
+
+
+def _child_table(rows: int, cols: int, split: int) -> torch.Tensor:
+    """For each coarse cell (row-major), the indices of its ``split`` x ``split`` children in the grid
+    ``split`` times finer, (rows * cols, split * split)."""
+    r, c = torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij")
+    dr, dc = torch.meshgrid(torch.arange(split), torch.arange(split), indexing="ij")
+    fine_r = r.reshape(-1, 1) * split + dr.reshape(1, -1)
+    fine_c = c.reshape(-1, 1) * split + dc.reshape(1, -1)
+    return fine_r * (cols * split) + fine_c
+
+
+def _box_table(rows: int, cols: int, cell: float) -> torch.Tensor:
+    """Crop-pixel boxes (x0, y0, x1, y1) of a rows x cols grid of ``cell``-sized squares, row-major."""
+    r, c = torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij")
+    r, c = r.reshape(-1).float(), c.reshape(-1).float()
+    return torch.stack([c * cell, r * cell, (c + 1) * cell, (r + 1) * cell], dim=1)
+
+
+def _resized(grid: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """A (B, D, h, w) feature grid bilinearly resampled to rows x cols (as is when it already fits)."""
+    if grid.shape[-2:] == (rows, cols):
+        return grid
+    return F.interpolate(grid, size=(rows, cols), mode="bilinear", align_corners=False)
+
+
+class EMGPose(nn.Module):
+    knob = Knob("eta", low=0.0, high=1.0, default=0.5)
+
+    def __init__(
+        self,
+        size: ViTSize,
+        num_joints: int,
+        img_hw: tuple[int, int] = (256, 192),
+        patch: int = 16,
+        r_h: float = 0.1,
+        r_l: float = 0.4,
+        r_head: float = 0.5,
+        r_last: float = 0.1,
+        merge_layers: tuple[int, ...] = (4, 7, 10),
+        ema_beta: float = 0.98,
+        ema_start: int = 4,
+        head_hidden: int = 384,
+    ) -> None:
+        super().__init__()
+        dim = size.dim
+        self.size, self.num_joints, self.patch = size, num_joints, patch
+        self.r_h, self.r_l, self.r_head, self.r_last = r_h, r_l, r_head, r_last
+        self.merge_layers, self.ema_beta, self.ema_start = tuple(merge_layers), ema_beta, ema_start
+        self.img_hw = img_hw
+        self.grid = (img_hw[0] // (2 * patch), img_hw[1] // (2 * patch))
+        self.patch_embed = PatchEmbed(dim, patch)
+        self.pos_coarse = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1], dim))
+        self.pos_fine = nn.Parameter(torch.zeros(1, dim, 2 * self.grid[0], 2 * self.grid[1]))
+        self.keypoint_tokens = nn.Parameter(torch.zeros(1, num_joints, dim))
+        self.quality_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.blocks = nn.ModuleList(Block(dim, size.heads, size.mlp_ratio) for _ in range(size.depth))
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.head = TokenHeatmapHead(dim, head_hidden)
+        self.quality = Mlp(dim, dim, 1)
+        self.reuse = Mlp(dim, dim)
+        for p in (self.pos_coarse, self.pos_fine, self.keypoint_tokens, self.quality_token):
+            nn.init.trunc_normal_(p, std=0.02)
+        self.apply(init_weights)
+        rows, cols = self.grid
+        for s in SPLITS:
+            self.register_buffer(f"children{s}", _child_table(rows, cols, s), persistent=False)
+            self.register_buffer(f"boxes{s}", _box_table(rows * s, cols * s, 2 * patch / s), persistent=False)
+
+    def split_counts(self) -> tuple[int, int, int]:
+        """Coarse patches cut 3x3, 2x2 and kept whole."""
+        n = self.grid[0] * self.grid[1]
+        high, low = math.floor(n * self.r_h), math.floor(n * self.r_l)
+        return high, n - high - low, low
+
+    def fine_tokens(self) -> int:
+        high, mid, low = self.split_counts()
+        return 9 * high + 4 * mid + low
+
+    def forward(self, x: torch.Tensor, eta: float | None = None) -> PoseOutput:
+        eta = self.knob.clamp(eta)
+        b, j = x.shape[0], self.num_joints
+        n = self.grid[0] * self.grid[1]
+        coarse = self.patch_embed(F.avg_pool2d(x, 2)) + self.pos_coarse
+        tokens = torch.cat(
+            [self.keypoint_tokens.expand(b, -1, -1), coarse, self.quality_token.expand(b, -1, -1)], dim=1
+        )
+        gkis = torch.zeros(b, n, device=x.device)
+        for layer, block in enumerate(self.blocks, start=1):
+            track = layer >= self.ema_start
+            tokens, weights = block(tokens, rows=j if track else 0)
+            if track:
+                gkis = self.ema_beta * gkis + (1 - self.ema_beta) * patch_importance(weights, j, n)
+        tokens = self.norm(tokens)
+        heatmaps = self.head(tokens[:, :j])
+        quality = self.quality(tokens[:, -1]).squeeze(-1).sigmoid()
+        fine = quality <= eta
+
+        depth = len(self.blocks)
+        counts = torch.zeros(b, 2 * depth, dtype=torch.long)
+        counts[:, :depth] = tokens.shape[1]
+        out = PoseOutput(
+            heatmaps, counts, eta, self.grid, fine_stage=fine, quality=quality, coarse_heatmaps=heatmaps
+        )
+        out.granularity = torch.zeros(b, *self.grid, dtype=torch.long, device=x.device)
+        if fine.any():
+            idx = fine.nonzero().squeeze(1)
+            fine_maps, fine_counts, level, boxes, groups = self._fine_stage(
+                x[idx], tokens[idx, j : j + n], gkis[idx]
+            )
+            out.heatmaps = heatmaps.index_put((idx,), fine_maps)
+            counts[idx.cpu(), depth:] = fine_counts
+            out.granularity[idx] = level.reshape(-1, *self.grid)
+            out.token_boxes = boxes.new_zeros(b, *boxes.shape[1:]).index_put((idx,), boxes)
+            out.merge_groups = [g.new_full((b, g.shape[1]), -1).index_put((idx,), g) for g in groups]
+        return out
+
+    def _fine_stage(
+        self, x: torch.Tensor, coarse_features: torch.Tensor, gkis: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        b, j, p = x.shape[0], self.num_joints, self.patch
+        rows, cols = self.grid
+        high, mid, low = self.split_counts()
+        order = gkis.argsort(dim=1, descending=True)
+        chosen = {3: order[:, :high], 2: order[:, high : high + mid], 1: order[:, high + mid :]}
+        level = torch.empty_like(order)
+        batch = torch.arange(b, device=x.device).unsqueeze(1)
+        for s, cells in chosen.items():
+            level[batch, cells] = s
+
+        images = {1: F.avg_pool2d(x, 2), 2: x, 3: F.interpolate(x, scale_factor=1.5, mode="bilinear")}
+        reuse = self.reuse(coarse_features).transpose(1, 2).reshape(b, -1, rows, cols)
+        pieces, boxes = [], []
+        for s in (3, 2, 1):
+            index = getattr(self, f"children{s}")[chosen[s]].flatten(1)
+            pixels = F.unfold(images[s], kernel_size=p, stride=p).transpose(1, 2)
+            grids = _resized(self.pos_fine, rows * s, cols * s) + _resized(reuse, rows * s, cols * s)
+            extra = (
+                grids.flatten(2).transpose(1, 2).gather(1, index.unsqueeze(-1).expand(-1, -1, grids.shape[1]))
+            )
+            cut = pixels.gather(1, index.unsqueeze(-1).expand(-1, -1, pixels.shape[-1]))
+            pieces.append(self.patch_embed.embed_patches(cut) + extra)
+            boxes.append(getattr(self, f"boxes{s}")[index])
+        tokens = torch.cat([self.keypoint_tokens.expand(b, -1, -1), *pieces], dim=1)
+
+        counts, groups = [], []
+        for layer, block in enumerate(self.blocks, start=1):
+            merge = layer in self.merge_layers
+            counts.append(tokens.shape[1])
+            tokens, weights = block(tokens, rows=j if merge else 0)
+            if merge:
+                importance = patch_importance(weights, j, tokens.shape[1] - j)
+                merged, dest = wbas_merge(tokens[:, j:], importance, self.r_head, self.r_last)
+                tokens = torch.cat([tokens[:, :j], merged], dim=1)
+                groups.append(dest)
+        heatmaps = self.head(self.norm(tokens[:, :j]))
+        return heatmaps, torch.tensor(counts), level, torch.cat(boxes, dim=1), groups

@@ -1,0 +1,75 @@
+"""EViTPose: learnable joint tokens choose which patches the deeper blocks still process.
+
+At each pruning layer the block runs on every current token (so the patches about to be dropped are
+updated once), then the attention the joint tokens gave each patch, averaged over heads and joints,
+ranks the patches and the top ``keep_ratio`` share is gathered into a smaller dense tensor.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .heads import TokenHeatmapHead
+from .knob import Knob
+from .record import PoseOutput
+from .vit import Block, PatchEmbed, ViTSize, init_weights, patch_importance
+
+
+class EViTPose(nn.Module):
+    knob = Knob("keep_ratio", low=0.25, high=1.0, default=0.7)
+
+    def __init__(
+        self,
+        size: ViTSize,
+        num_joints: int,
+        img_hw: tuple[int, int] = (256, 192),
+        patch: int = 16,
+        prune_layers: tuple[int, ...] = (4, 7, 10),
+        head_hidden: int = 384,
+    ) -> None:
+        super().__init__()
+        self.size, self.num_joints, self.patch = size, num_joints, patch
+        self.prune_layers = tuple(prune_layers)
+        self.grid = (img_hw[0] // patch, img_hw[1] // patch)
+        self.patch_embed = PatchEmbed(size.dim, patch)
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1], size.dim))
+        self.joint_tokens = nn.Parameter(torch.zeros(1, num_joints, size.dim))
+        self.blocks = nn.ModuleList(Block(size.dim, size.heads, size.mlp_ratio) for _ in range(size.depth))
+        self.norm = nn.LayerNorm(size.dim, eps=1e-6)
+        self.head = TokenHeatmapHead(size.dim, head_hidden)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.trunc_normal_(self.joint_tokens, std=0.02)
+        self.apply(init_weights)
+
+    @staticmethod
+    def kept_count(patches: int, keep_ratio: float) -> int:
+        """Patches that survive one pruning layer."""
+        return max(1, math.ceil(patches * keep_ratio - 1e-9))
+
+    def forward(self, x: torch.Tensor, keep_ratio: float | None = None) -> PoseOutput:
+        keep = self.knob.clamp(keep_ratio)
+        j = self.num_joints
+        patches = self.patch_embed(x) + self.pos_embed
+        b, n, d = patches.shape
+        tokens = torch.cat([self.joint_tokens.expand(b, -1, -1), patches], dim=1)
+        index = torch.arange(n, device=x.device).expand(b, n)
+        kept: list[torch.Tensor] = []
+        counts: list[int] = []
+        for layer, block in enumerate(self.blocks, start=1):
+            prune = keep < 1.0 and layer in self.prune_layers
+            counts.append(tokens.shape[1])
+            tokens, weights = block(tokens, rows=j if prune else 0)
+            if prune:
+                current = tokens.shape[1] - j
+                score = patch_importance(weights, j, current)
+                top = score.topk(self.kept_count(current, keep), dim=1).indices.sort(dim=1).values
+                chosen = tokens[:, j:].gather(1, top.unsqueeze(-1).expand(-1, -1, d))
+                tokens = torch.cat([tokens[:, :j], chosen], dim=1)
+                index = index.gather(1, top)
+                kept.append(index)
+        heatmaps = self.head(self.norm(tokens[:, :j]))
+        per_block = torch.tensor(counts, dtype=torch.long).expand(b, -1).clone()
+        return PoseOutput(heatmaps, per_block, keep, self.grid, kept_patches=kept)

@@ -1,0 +1,64 @@
+"""The MAC counter against torch's own FlopCounterMode on the explicit-attention path."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from poseapp.flops import count_macs
+from poseapp.models import create_model
+from poseapp.models.vit import explicit_attention
+
+
+def counted(model: torch.nn.Module, x: torch.Tensor, knob: float | None) -> tuple[float, float]:
+    with torch.no_grad(), explicit_attention():
+        counter = FlopCounterMode(display=False)
+        with counter:
+            out = model(x, knob)
+    return float(count_macs(model, out).sum()), counter.get_total_flops() / 2
+
+
+@pytest.mark.parametrize(
+    ("name", "knobs"),
+    [("vitpose_t", [None]), ("evitpose_t", [1.0, 0.7, 0.5, 0.25]), ("emgpose_t", [0.0, 1.0])],
+)
+def test_counter_matches_torch(name: str, knobs: list[float | None]) -> None:
+    model = create_model(name).eval()
+    x = torch.randn(2, 3, 256, 192)
+    for knob in knobs:
+        mine, reference = counted(model, x, knob)
+        print(f"{name} knob={knob}: {mine / 2e9:.3f} GMACs/crop (torch {reference / 2e9:.3f})")
+        assert abs(mine - reference) <= 0.03 * reference
+
+
+def test_emgpose_mixed_batch_counts_only_what_ran() -> None:
+    model = create_model("emgpose_t").eval()
+    x = torch.randn(4, 3, 256, 192)
+    with torch.no_grad():
+        quality = model(x, 0.0).quality
+    mine, reference = counted(model, x, quality.median().item())
+    assert abs(mine - reference) <= 0.03 * reference
+    coarse, _ = counted(model, x, 0.0)
+    full, _ = counted(model, x, 1.0)
+    assert coarse < mine < full
+
+
+def test_vitpose_s_matches_the_papers_figure() -> None:
+    model = create_model("vitpose_s", num_joints=17).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 256, 192))
+    gmacs = count_macs(model, out).item() / 1e9
+    print(f"ViTPose-S: {gmacs:.2f} GFLOPs (paper: 5.7)")
+    assert abs(gmacs - 5.7) / 5.7 < 0.03
+
+
+def test_evitpose_s_half_keep_saves_30_to_44_percent() -> None:
+    model = create_model("evitpose_s").eval()
+    x = torch.randn(1, 3, 256, 192)
+    with torch.no_grad():
+        full = count_macs(model, model(x, 1.0)).item()
+        half = count_macs(model, model(x, 0.5)).item()
+    saving = 1 - half / full
+    print(f"EViTPose-S: {full / 1e9:.2f} -> {half / 1e9:.2f} GFLOPs at keep 0.5 ({saving:.1%} less)")
+    assert 0.30 <= saving <= 0.44

@@ -1,0 +1,215 @@
+"""Model behaviour: records, pruning, re-patchify, merging, batch consistency, checkpoints."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from poseapp.models import EMGPose, EViTPose, ViTPose, WeightsError, create_model, load_model, save_model
+from poseapp.models.vit import Attention, ViTSize, explicit_attention
+
+TINY = ViTSize(dim=48, depth=12, heads=3)
+J = 5
+
+
+def capture_weights(model: torch.nn.Module) -> list[torch.Tensor]:
+    """Attention rows each block returned, in call order."""
+    seen: list[torch.Tensor] = []
+    for block in model.blocks:
+        block.register_forward_hook(lambda _m, _i, out: seen.append(out[1]))
+    return seen
+
+
+def test_explicit_attention_matches_fused() -> None:
+    attn = Attention(48, 3).eval()
+    x = torch.randn(2, 30, 48)
+    fused, none = attn(x)
+    with explicit_attention():
+        explicit, _ = attn(x)
+    rows_out, rows = attn(x, rows=4)
+    assert none is None
+    torch.testing.assert_close(fused, explicit, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fused, rows_out, atol=1e-5, rtol=1e-5)
+    assert rows.shape == (2, 3, 4, 30)
+    torch.testing.assert_close(rows.sum(-1), torch.ones(2, 3, 4))
+
+
+@pytest.mark.parametrize("keep", [0.3, 0.5, 0.7])
+def test_evitpose_keeps_top_patches_by_joint_attention(keep: float) -> None:
+    model = EViTPose(TINY, J).eval()
+    seen = capture_weights(model)
+    x = torch.randn(3, 3, 256, 192)
+    with torch.no_grad():
+        out = model(x, keep)
+    n = 16 * 12
+    expected_counts, current = [], n
+    for layer in range(1, 13):
+        expected_counts.append(J + current)
+        if layer in model.prune_layers:
+            current = math.ceil(current * keep - 1e-9)
+    assert out.tokens_per_block[0].tolist() == expected_counts
+    assert len(out.kept_patches) == 3
+
+    previous = torch.arange(n).expand(3, n)
+    for layer, kept in zip(model.prune_layers, out.kept_patches, strict=True):
+        weights = seen[layer - 1]
+        # importance = attention from the joint tokens to each patch, mean over heads and joints
+        importance = weights[:, :, :J, J:].mean(dim=(1, 2))
+        k = math.ceil(previous.shape[1] * keep - 1e-9)
+        top = importance.topk(k, dim=1).indices.sort(dim=1).values
+        assert torch.equal(kept, previous.gather(1, top))
+        for row in range(3):
+            assert set(kept[row].tolist()) <= set(previous[row].tolist())
+            assert len(set(kept[row].tolist())) == k
+        previous = kept
+
+
+def reference_evitpose(model: EViTPose, image: torch.Tensor, keep: float) -> torch.Tensor:
+    """One sample at a time, tokens dropped with Python lists: the batched gather must agree."""
+    tokens = torch.cat([model.joint_tokens[0], (model.patch_embed(image[None]) + model.pos_embed)[0]])
+    for layer, block in enumerate(model.blocks, start=1):
+        tokens, weights = block(tokens[None], rows=J)
+        tokens = tokens[0]
+        if keep < 1 and layer in model.prune_layers:
+            score = weights[0, :, :, J:].mean(dim=(0, 1)).tolist()
+            k = math.ceil(len(score) * keep - 1e-9)
+            best = sorted(sorted(range(len(score)), key=lambda i: -score[i])[:k])
+            tokens = torch.cat([tokens[:J], tokens[J:][best]])
+    return model.head(model.norm(tokens[:J])[None])[0]
+
+
+def test_evitpose_batched_pruning_matches_reference() -> None:
+    model = EViTPose(TINY, J).eval()
+    x = torch.randn(3, 3, 256, 192)
+    with torch.no_grad():
+        for keep in (1.0, 0.5):
+            out = model(x, keep)
+            for i in range(3):
+                torch.testing.assert_close(
+                    out.heatmaps[i], reference_evitpose(model, x[i], keep), atol=1e-4, rtol=1e-4
+                )
+
+
+def test_vitpose_shapes_and_fixed_knob() -> None:
+    model = ViTPose(TINY, J).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 256, 192), 0.3)
+    assert out.heatmaps.shape == (2, J, 64, 48)
+    assert out.knob == 1.0 and out.tokens_per_block.tolist() == [[192] * 12] * 2
+
+
+def emg_tiny() -> EMGPose:
+    return EMGPose(TINY, J).eval()
+
+
+def test_emgpose_eta_decides_the_fine_stage() -> None:
+    model = emg_tiny()
+    x = torch.randn(4, 3, 256, 192)
+    with torch.no_grad():
+        never, always = model(x, 0.0), model(x, 1.0)
+    assert not never.fine_stage.any() and always.fine_stage.all()
+    assert never.tokens_per_block[:, 12:].eq(0).all()
+    assert never.granularity.eq(0).all()
+    torch.testing.assert_close(never.heatmaps, never.coarse_heatmaps)
+    assert always.tokens_per_block[0, :12].eq(J + 48 + 1).all()
+    assert always.tokens_per_block[0, 12] == J + model.fine_tokens()
+
+
+def test_emgpose_granularity_follows_gkis() -> None:
+    model = emg_tiny()
+    seen = capture_weights(model)
+    x = torch.randn(2, 3, 256, 192)
+    with torch.no_grad():
+        out = model(x, 1.0)
+    gkis = torch.zeros(2, 48)
+    for layer in range(model.ema_start, 13):
+        gkis = 0.98 * gkis + 0.02 * seen[layer - 1][:, :, :J, J : J + 48].mean(dim=(1, 2))
+    level = out.granularity.flatten(1)
+    high, mid, low = model.split_counts()
+    assert (high, mid, low) == (4, 25, 19)
+    order = gkis.argsort(dim=1, descending=True)
+    for row in range(2):
+        assert set(order[row, :high].tolist()) == set(level[row].eq(3).nonzero().flatten().tolist())
+        assert set(order[row, high + mid :].tolist()) == set(level[row].eq(1).nonzero().flatten().tolist())
+
+
+def test_emgpose_fine_tokens_tile_the_crop_and_embed_their_own_pixels() -> None:
+    model = emg_tiny()
+    with torch.no_grad():
+        model.pos_fine.zero_()
+        model.reuse.fc2.weight.zero_()
+        model.reuse.fc2.bias.zero_()
+    inputs: list[torch.Tensor] = []
+    model.blocks[0].register_forward_pre_hook(lambda _m, args: inputs.append(args[0]))
+    x = torch.randn(2, 3, 256, 192)
+    with torch.no_grad():
+        out = model(x, 1.0)
+    boxes = out.token_boxes
+    area = ((boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])).sum(dim=1)
+    torch.testing.assert_close(area, torch.full((2,), 256.0 * 192.0))
+    cover = torch.zeros(2, 256, 192)
+    for row in range(2):
+        for x0, y0, x1, y1 in boxes[row].round().long().tolist():
+            cover[row, y0:y1, x0:x1] += 1
+    assert cover.eq(1).all()
+
+    fine_input = inputs[1][:, J:]
+    scales = {32.0: 0.5, 16.0: 1.0, 32.0 / 3: 1.5}
+    for row in range(2):
+        for t in (0, 40, 100, fine_input.shape[1] - 1):
+            x0, y0, x1, y1 = boxes[row, t].tolist()
+            s = scales[min(scales, key=lambda side: abs(side - (x1 - x0)))]
+            image = (
+                F.interpolate(x[row : row + 1], scale_factor=s, mode="bilinear")
+                if s == 1.5
+                else x[row : row + 1]
+            )
+            image = F.avg_pool2d(image, 2) if s == 0.5 else image
+            c, r = round(x0 * s), round(y0 * s)
+            expected = model.patch_embed(image[:, :, r : r + 16, c : c + 16])[0, 0]
+            torch.testing.assert_close(fine_input[row, t], expected, atol=1e-4, rtol=1e-4)
+
+
+def test_emgpose_mixed_batch_equals_single_runs() -> None:
+    model = emg_tiny()
+    x = torch.randn(4, 3, 256, 192)
+    with torch.no_grad():
+        quality = model(x, 0.0).quality
+        eta = quality.median().item()
+        out = model(x, eta)
+        assert 0 < out.fine_stage.sum() < 4
+        for i in range(4):
+            alone = model(x[i : i + 1], eta)
+            assert alone.fine_stage.item() == out.fine_stage[i].item()
+            torch.testing.assert_close(out.heatmaps[i], alone.heatmaps[0], atol=1e-4, rtol=1e-4)
+            assert torch.equal(out.tokens_per_block[i], alone.tokens_per_block[0])
+            if alone.fine_stage.item():
+                assert torch.equal(out.granularity[i], alone.granularity[0])
+                for group, single in zip(out.merge_groups, alone.merge_groups, strict=True):
+                    assert torch.equal(group[i], single[0])
+
+
+def test_checkpoint_round_trip_and_clear_errors(tmp_path) -> None:
+    model = create_model("evitpose_t").eval()
+    path = tmp_path / "m.safetensors"
+    save_model(model, path, epochs=1)
+    loaded = load_model(path)
+    x = torch.randn(1, 3, 256, 192)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x, 0.5).heatmaps, model(x, 0.5).heatmaps, atol=2e-2, rtol=2e-2)
+    assert loaded.info == {"epochs": 1} and loaded.arch == "evitpose_t"
+    assert path.stat().st_size < 30e6
+
+    with pytest.raises(WeightsError, match="holds a evitpose_t model, not emgpose"):
+        load_model(path, expect="emgpose")
+    with pytest.raises(WeightsError, match="does not exist"):
+        load_model(tmp_path / "missing.safetensors")
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(WeightsError, match="not a PoseApp checkpoint"):
+        load_model(corrupt)
+    with pytest.raises(ValueError, match="unknown model"):
+        create_model("vitpose_xl")
