@@ -50,6 +50,29 @@ def cmd_bench(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_train(args: argparse.Namespace) -> None:
+    from .train import TrainConfig, train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    pairs = [tuple(pair) for pair in args.train]
+    for ann, images in pairs:
+        from pathlib import Path
+
+        if not Path(ann).is_file() or not Path(images).is_dir():
+            raise UsageError(f"--train {ann} {images}: need an annotation file and an image folder")
+    if args.model not in MODEL_NAMES:
+        raise UsageError(f"unknown model {args.model!r}; known: {', '.join(MODEL_NAMES)}")
+    cfg = TrainConfig(
+        model=args.model, stem=args.stem, stem_weights=args.stem_weights, train=pairs, holdout=args.holdout,
+        out=args.out, epochs=args.epochs, batch=args.batch, lr=args.lr, loss=args.loss,
+        freeze_stem_epochs=args.freeze_stem_epochs, workers=args.workers,
+        time_limit_minutes=args.time_limit, max_steps=args.max_steps,
+    )  # fmt: skip
+    best = train(cfg)
+    print(f"best checkpoint: {best}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="main.py", description="PoseApp: real-time multi-person pose.")
     sub = parser.add_subparsers(dest="command")
@@ -65,6 +88,33 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     bench.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     bench.set_defaults(func=cmd_bench)
+
+    tr = sub.add_parser("train", help="train a pose model (resumes from <out>/last.pt)")
+    tr.add_argument("--model", default="evitpose_t")
+    tr.add_argument(
+        "--stem", default="yolo", choices=["yolo", "patch"], help="pose-trained conv stem or patches"
+    )
+    tr.add_argument("--stem-weights", default="assets/fetched/yolo11n-pose.pt")
+    tr.add_argument(
+        "--train",
+        nargs=2,
+        action="append",
+        required=True,
+        metavar=("ANN", "IMAGES"),
+        help="COCO keypoint json and its image folder (repeat for several datasets)",
+    )
+    tr.add_argument("--holdout", type=int, default=500, help="people of the first set kept for validation")
+    tr.add_argument("--out", default="runs/train")
+    tr.add_argument("--epochs", type=int, default=10)
+    tr.add_argument("--batch", type=int, default=32)
+    tr.add_argument("--lr", type=float, default=1e-3)
+    tr.add_argument("--loss", default="ce", choices=["ce", "mse"])
+    tr.add_argument("--freeze-stem-epochs", type=int, default=6)
+    tr.add_argument("--workers", type=int, default=1)
+    tr.add_argument("--threads", type=int, default=0)
+    tr.add_argument("--time-limit", type=float, default=0.0, help="minutes; stop cleanly after")
+    tr.add_argument("--max-steps", type=int, default=0)
+    tr.set_defaults(func=cmd_train)
     return parser
 
 

@@ -8,6 +8,8 @@ normalisation, activations, softmax, pooling, interpolation, gathers. "GFLOPs" i
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 from torch import nn
 
@@ -36,6 +38,35 @@ def patch_embed_macs(patches: int | torch.Tensor, dim: int, patch: int = 16) -> 
     return patches * 3 * patch * patch * dim
 
 
+_CONV_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, int], int]] = weakref.WeakKeyDictionary()
+
+
+def conv_macs(module: nn.Module, input_hw: tuple[int, int]) -> int:
+    """Multiply-adds of every convolution in ``module`` for one (1, 3, h, w) input (shapes from a dry run)."""
+    cache = _CONV_CACHE.setdefault(module, {})
+    if input_hw not in cache:
+        total = 0
+
+        def count(conv: nn.Conv2d, _inputs: tuple, output: torch.Tensor) -> None:
+            nonlocal total
+            kh, kw = conv.kernel_size
+            total += output[0].numel() * (conv.in_channels // conv.groups) * kh * kw
+
+        hooks = [m.register_forward_hook(count) for m in module.modules() if isinstance(m, nn.Conv2d)]
+        was_training = module.training
+        try:
+            module.eval()
+            with torch.no_grad():
+                param = next(module.parameters())
+                module(torch.zeros(1, 3, *input_hw, dtype=param.dtype, device=param.device))
+        finally:
+            module.train(was_training)
+            for hook in hooks:
+                hook.remove()
+        cache[input_hw] = total
+    return cache[input_hw]
+
+
 def deconv_head_macs(head: DeconvHead, dim: int, joints: int, grid: tuple[int, int]) -> int:
     h, w = grid
     k2, c = head.kernel**2, head.channels
@@ -52,19 +83,18 @@ def count_macs(model: nn.Module, out: PoseOutput) -> torch.Tensor:
     """Multiply-adds each sample of ``out`` cost, (B,) int64."""
     size: ViTSize = model.size
     counts = out.tokens_per_block.to(torch.long)
+    if isinstance(model, EMGPose):
+        return _emgpose_macs(model, counts, out.fine_stage.cpu())
+    image_hw = (model.grid[0] * model.patch, model.grid[1] * model.patch)
     if isinstance(model, ViTPose):
-        n = model.grid[0] * model.grid[1]
-        fixed = patch_embed_macs(n, size.dim, model.patch)
+        fixed = conv_macs(model.patch_embed, image_hw)
         fixed += deconv_head_macs(model.head, size.dim, model.num_joints, model.grid)
         return fixed + block_macs(counts, size).sum(dim=1)
     if isinstance(model, EViTPose):
-        n = model.grid[0] * model.grid[1]
-        fixed = patch_embed_macs(n, size.dim, model.patch) + token_head_macs(
+        fixed = conv_macs(model.patch_embed, image_hw) + token_head_macs(
             model.head, size.dim, model.num_joints
         )
         return fixed + block_macs(counts, size).sum(dim=1)
-    if isinstance(model, EMGPose):
-        return _emgpose_macs(model, counts, out.fine_stage.cpu())
     raise TypeError(f"no FLOP formula for {type(model).__name__}")
 
 

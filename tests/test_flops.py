@@ -20,11 +20,16 @@ def counted(model: torch.nn.Module, x: torch.Tensor, knob: float | None) -> tupl
 
 
 @pytest.mark.parametrize(
-    ("name", "knobs"),
-    [("vitpose_t", [None]), ("evitpose_t", [1.0, 0.7, 0.5, 0.25]), ("emgpose_t", [0.0, 1.0])],
+    ("name", "knobs", "config"),
+    [
+        ("vitpose_t", [None], {}),
+        ("evitpose_t", [1.0, 0.7, 0.5, 0.25], {}),
+        ("evitpose_t", [1.0, 0.5], {"stem": "yolo"}),
+        ("emgpose_t", [0.0, 1.0], {}),
+    ],
 )
-def test_counter_matches_torch(name: str, knobs: list[float | None]) -> None:
-    model = create_model(name).eval()
+def test_counter_matches_torch(name: str, knobs: list[float | None], config: dict) -> None:
+    model = create_model(name, **config).eval()
     x = torch.randn(2, 3, 256, 192)
     for knob in knobs:
         mine, reference = counted(model, x, knob)

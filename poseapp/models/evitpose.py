@@ -15,6 +15,7 @@ from torch import nn
 from .heads import TokenHeatmapHead
 from .knob import Knob
 from .record import PoseOutput
+from .stem import YoloStem
 from .vit import Block, PatchEmbed, ViTSize, init_weights, patch_importance
 
 
@@ -27,6 +28,7 @@ class EViTPose(nn.Module):
         num_joints: int,
         img_hw: tuple[int, int] = (256, 192),
         patch: int = 16,
+        stem: str = "patch",
         prune_layers: tuple[int, ...] = (4, 7, 10),
         head_hidden: int = 384,
     ) -> None:
@@ -34,7 +36,7 @@ class EViTPose(nn.Module):
         self.size, self.num_joints, self.patch = size, num_joints, patch
         self.prune_layers = tuple(prune_layers)
         self.grid = (img_hw[0] // patch, img_hw[1] // patch)
-        self.patch_embed = PatchEmbed(size.dim, patch)
+        self.patch_embed = YoloStem(size.dim) if stem == "yolo" else PatchEmbed(size.dim, patch)
         self.pos_embed = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1], size.dim))
         self.joint_tokens = nn.Parameter(torch.zeros(1, num_joints, size.dim))
         self.blocks = nn.ModuleList(Block(size.dim, size.heads, size.mlp_ratio) for _ in range(size.depth))

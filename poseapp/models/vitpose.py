@@ -8,6 +8,7 @@ from torch import nn
 from .heads import DeconvHead
 from .knob import FIXED, Knob
 from .record import PoseOutput
+from .stem import YoloStem
 from .vit import Block, PatchEmbed, ViTSize, init_weights
 
 
@@ -20,12 +21,13 @@ class ViTPose(nn.Module):
         num_joints: int,
         img_hw: tuple[int, int] = (256, 192),
         patch: int = 16,
+        stem: str = "patch",
         head_channels: int = 256,
     ) -> None:
         super().__init__()
         self.size, self.num_joints, self.patch = size, num_joints, patch
         self.grid = (img_hw[0] // patch, img_hw[1] // patch)
-        self.patch_embed = PatchEmbed(size.dim, patch)
+        self.patch_embed = YoloStem(size.dim) if stem == "yolo" else PatchEmbed(size.dim, patch)
         self.pos_embed = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1], size.dim))
         self.blocks = nn.ModuleList(Block(size.dim, size.heads, size.mlp_ratio) for _ in range(size.depth))
         self.norm = nn.LayerNorm(size.dim, eps=1e-6)

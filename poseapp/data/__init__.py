@@ -1,0 +1,32 @@
+"""Training data: COCO-style keypoint files on the unified skeleton, augmentation and the crop dataset."""
+
+from poseapp.data.augment import (
+    LOWER_BODY,
+    UPPER_BODY,
+    AugmentConfig,
+    Window,
+    flip_joints,
+    jitter_colour,
+    occlude,
+    sample_rng,
+    sample_window,
+)
+from poseapp.data.coco import BOX_PADDING, Person, PoseDataset, Sample, load_people, split_people
+
+__all__ = [
+    "BOX_PADDING",
+    "LOWER_BODY",
+    "UPPER_BODY",
+    "AugmentConfig",
+    "Person",
+    "PoseDataset",
+    "Sample",
+    "Window",
+    "flip_joints",
+    "jitter_colour",
+    "load_people",
+    "occlude",
+    "sample_rng",
+    "sample_window",
+    "split_people",
+]

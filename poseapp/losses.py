@@ -1,0 +1,54 @@
+"""Training losses: heatmap cross-entropy (and MSE for comparison), OKS, EMGPose's quality loss.
+
+The models' heatmaps are logits. Cross-entropy treats each joint's map as a distribution over the
+64x48 cells and the Gaussian target, normalised to sum 1, as the label: at this project's compute it
+learns where plain heatmap MSE sits on the all-zero plateau (see ../shared/TRAINING-FACTS.md).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _weighted_mean(per_joint: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return (per_joint * weight).sum() / weight.sum().clamp_min(1.0)
+
+
+def heatmap_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Softmax cross-entropy per joint map, averaged over joints with weight > 0.
+
+    logits, target: (B, J, H, W); weight: (B, J). Joints with zero weight (unlabelled) add nothing.
+    """
+    label = target.flatten(2)
+    label = label / label.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+    log_prob = F.log_softmax(logits.flatten(2).float(), dim=-1)
+    return _weighted_mean(-(label * log_prob).sum(dim=-1), weight)
+
+
+def heatmap_mse(heatmaps: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """ViTPose's loss: mean squared error per joint map, joints weighted."""
+    return _weighted_mean((heatmaps.float() - target).pow(2).flatten(2).mean(dim=-1), weight)
+
+
+LOSSES = {"ce": heatmap_cross_entropy, "mse": heatmap_mse}
+
+
+def object_keypoint_similarity(
+    pred: torch.Tensor, truth: torch.Tensor, visible: torch.Tensor, area: torch.Tensor, sigmas: torch.Tensor
+) -> torch.Tensor:
+    """COCO OKS of each prediction (B, J, 2) against its truth (B, J, 2), over the visible joints.
+
+    ``area`` (B,) is the object scale squared (COCO's segment area or box area); people with no visible
+    joint score 0.
+    """
+    d2 = (pred - truth).pow(2).sum(dim=-1)
+    k2 = (2 * sigmas) ** 2
+    e = d2 / (2 * area.clamp_min(1.0).unsqueeze(-1) * k2 + torch.finfo(pred.dtype).eps)
+    mask = (visible > 0).to(pred.dtype)
+    return (torch.exp(-e) * mask).sum(dim=-1) / mask.sum(dim=-1).clamp_min(1.0)
+
+
+def quality_loss(quality: torch.Tensor, oks: torch.Tensor) -> torch.Tensor:
+    """EMGPose's quality predictor loss: squared error towards the coarse result's OKS."""
+    return (quality.float() - oks.detach()).pow(2).mean()

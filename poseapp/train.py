@@ -1,0 +1,247 @@
+"""Training: one process on the CPU or a GPU, or many under ``torchrun`` (DDP), resumable.
+
+Every few minutes the full state goes to ``<out>/last.pt`` (plain tensors, loadable with
+``weights_only=True``); after each validation the best model so far is written as half-precision
+safetensors to ``<out>/best.safetensors`` with its metrics in the metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from .data import AugmentConfig, PoseDataset, load_people, split_people
+from .evaluate import pck_on_people
+from .losses import LOSSES, object_keypoint_similarity, quality_loss
+from .models import EMGPose, EViTPose, create_model, save_model
+from .models.stem import YoloStem
+from .skeleton import SIGMAS
+
+
+@dataclass
+class TrainConfig:
+    model: str = "evitpose_t"
+    stem: str = "yolo"
+    stem_weights: str = "assets/fetched/yolo11n-pose.pt"
+    train: list[tuple[str, str]] = field(default_factory=list)
+    """(annotation json, image folder) pairs."""
+    holdout: int = 500
+    """People at the end of the first training set kept aside for validation (PCK@0.2)."""
+    out: str = "runs/evitpose_t"
+    epochs: int = 10
+    batch: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 200
+    loss: str = "ce"
+    freeze_stem_epochs: int = 6
+    min_keep: float = 0.25
+    """EViTPose: each step samples a keep ratio in [min_keep, 1] (1.0 a quarter of the time)."""
+    quality_weight: float = 0.03
+    quality_from_epoch: int = 2
+    workers: int = 1
+    checkpoint_minutes: float = 5.0
+    time_limit_minutes: float = 0.0
+    """Stop cleanly (checkpoint written) after this long; 0 = no limit."""
+    max_steps: int = 0
+    """Stop after this many optimiser steps in total; 0 = no limit (for smoke tests)."""
+    seed: int = 0
+
+
+def _distributed() -> tuple[int, int]:
+    if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _device(rank: int) -> torch.device:
+    if torch.cuda.is_available():
+        index = int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count()
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
+    return torch.device("cpu")
+
+
+def build_model(cfg: TrainConfig) -> nn.Module:
+    config = {"stem": cfg.stem} if cfg.stem != "patch" else {}
+    model = create_model(cfg.model, **config)
+    if isinstance(model.patch_embed, YoloStem):
+        model.patch_embed.init_from_yolo(cfg.stem_weights)
+    return model
+
+
+def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then cosine to zero."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+    return 0.5 * cfg.lr * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def sample_knob(model: nn.Module, cfg: TrainConfig, rng: random.Random) -> float | None:
+    if isinstance(model, EViTPose):
+        return 1.0 if rng.random() < 0.25 else rng.uniform(cfg.min_keep, 1.0)
+    if isinstance(model, EMGPose):
+        return 1.0  # the paper trains with eta = 1: every sample runs both stages
+    return None
+
+
+def training_loss(model: nn.Module, batch, knob: float | None, cfg: TrainConfig, epoch: int) -> torch.Tensor:
+    out = model(batch.image, knob)
+    loss_fn = LOSSES[cfg.loss]
+    loss = loss_fn(out.heatmaps, batch.target, batch.weight)
+    if out.coarse_heatmaps is not None:
+        loss = loss + loss_fn(out.coarse_heatmaps, batch.target, batch.weight)
+        if epoch >= cfg.quality_from_epoch:
+            from .inference import keypoints_from_logits
+
+            with torch.no_grad():
+                coarse_xy, _ = keypoints_from_logits(out.coarse_heatmaps)
+                truth, visible = batch.joints[..., :2], batch.weight
+                area = torch.full_like(visible[:, 0], 192.0 * 256.0 / 1.25**2)
+                oks = object_keypoint_similarity(
+                    coarse_xy, truth, visible, area, torch.as_tensor(SIGMAS).float()
+                )
+            loss = loss + cfg.quality_weight * quality_loss(out.quality, oks)
+    return loss
+
+
+def _to(batch, device: torch.device):
+    return type(batch)(
+        *(v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for v in batch)
+    )
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Run (or resume) a training run; returns the path of the best checkpoint."""
+    rank, world = _distributed()
+    device = _device(rank)
+    torch.manual_seed(cfg.seed + rank)
+    rng = random.Random(cfg.seed + rank)
+    out_dir = Path(cfg.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    first, *rest = cfg.train
+    people, holdout = split_people(load_people(*first), cfg.holdout)
+    train_sets = [PoseDataset(people, train=True, augment=AugmentConfig())]
+    train_sets += [PoseDataset(load_people(*pair), train=True, augment=AugmentConfig()) for pair in rest]
+    data = ConcatDataset(train_sets)
+    sampler = DistributedSampler(data, seed=cfg.seed) if world > 1 else None
+    loader = DataLoader(
+        data,
+        batch_size=cfg.batch,
+        shuffle=sampler is None,
+        sampler=sampler,
+        num_workers=cfg.workers,
+        drop_last=True,
+        persistent_workers=cfg.workers > 0,
+        pin_memory=device.type == "cuda",
+    )
+    val_set = PoseDataset(holdout, train=False)
+
+    model = build_model(cfg).to(device)
+    params = [p for p in model.parameters()]
+    decay = [p for p in params if p.ndim > 1]
+    no_decay = [p for p in params if p.ndim <= 1]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+    )
+    state = {"epoch": 0, "step": 0, "best": -1.0, "history": []}
+    last = out_dir / "last.pt"
+    if last.exists():
+        saved = torch.load(last, map_location="cpu", weights_only=True)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        state = saved["state"]
+        if rank == 0:
+            print(f"resumed from {last} at epoch {state['epoch']} step {state['step']}", flush=True)
+    stem = model.patch_embed if isinstance(model.patch_embed, YoloStem) else None
+    ddp = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
+    total_steps = cfg.epochs * len(loader)
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if device.type == "cuda"
+        else torch.autocast("cpu", enabled=False)
+    )
+
+    started = time.monotonic()
+    saved_at = started
+
+    def save_state() -> None:
+        if rank == 0:
+            blob = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state}
+            torch.save(blob, out_dir / "last.tmp")
+            os.replace(out_dir / "last.tmp", last)
+
+    def out_of_time() -> bool:
+        over_time = cfg.time_limit_minutes and time.monotonic() - started > 60 * cfg.time_limit_minutes
+        return bool(over_time) or bool(cfg.max_steps and state["step"] >= cfg.max_steps)
+
+    while state["epoch"] < cfg.epochs and not out_of_time():
+        epoch = state["epoch"]
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        if stem is not None:
+            stem.freeze_body(epoch < cfg.freeze_stem_epochs)
+        ddp.train()
+        skip = state["step"] - epoch * len(loader)  # steps of this epoch done before a resume
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=rank != 0, mininterval=10)
+        running = 0.0
+        for i, batch in enumerate(bar):
+            if i < skip:
+                continue
+            batch = _to(batch, device)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(state["step"], total_steps, cfg)
+            with autocast:
+                loss = training_loss(ddp, batch, sample_knob(model, cfg, rng), cfg, epoch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            state["step"] += 1
+            running = 0.98 * running + 0.02 * loss.item() if running else loss.item()
+            bar.set_postfix(loss=f"{running:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+            if time.monotonic() - saved_at > 60 * cfg.checkpoint_minutes:
+                save_state()
+                saved_at = time.monotonic()
+            if out_of_time():
+                break
+        else:
+            state["epoch"] += 1
+            if rank == 0:
+                model.eval()
+                knob = model.knob.default
+                score = pck_on_people(model, val_set, knob=knob, device=device)
+                entry = {
+                    "epoch": state["epoch"],
+                    "step": state["step"],
+                    "loss": running,
+                    "val_pck@0.2": score,
+                    "knob": knob,
+                    "minutes": (time.monotonic() - started) / 60,
+                }
+                state["history"].append(entry)
+                print(json.dumps(entry), flush=True)
+                if score > state["best"]:
+                    state["best"] = score
+                    save_model(model, out_dir / "best.safetensors", config=asdict(cfg), **entry)
+        save_state()
+        saved_at = time.monotonic()
+    if world > 1:
+        dist.barrier()
+    return out_dir / "best.safetensors"

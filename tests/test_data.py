@@ -1,0 +1,328 @@
+"""Training data: name mapping, crop/target consistency under augmentation, flips, splits and batching."""
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from poseapp.data import (
+    LOWER_BODY,
+    UPPER_BODY,
+    AugmentConfig,
+    Person,
+    PoseDataset,
+    Sample,
+    flip_joints,
+    jitter_colour,
+    load_people,
+    occlude,
+    split_people,
+)
+from poseapp.skeleton import COCO17, FLIP_INDEX, INDEX, NUM_JOINTS
+from poseapp.transforms import (
+    HEATMAP_SIZE,
+    INPUT_SIZE,
+    box_to_center_scale,
+    crop_matrix,
+    flip_heatmaps,
+    transform_points,
+)
+
+IN_W, IN_H = INPUT_SIZE
+STRIDE = IN_W / HEATMAP_SIZE[0]
+IMAGE_W, IMAGE_H = 200, 300
+BOX = [50.0, 0.0, 100.0, 290.0]
+
+# A person facing the camera (their left on the image's right), arms up, deliberately asymmetric so that a
+# mirrored or wrongly rotated crop cannot put joints back onto dots by chance.
+POSE = {
+    "nose": (100, 44), "left_eye": (108, 30), "right_eye": (92, 30), "left_ear": (120, 42),
+    "right_ear": (80, 42), "left_shoulder": (125, 75), "right_shoulder": (75, 75), "left_elbow": (135, 45),
+    "right_elbow": (68, 55), "left_wrist": (140, 12), "right_wrist": (62, 30), "left_hip": (115, 150),
+    "right_hip": (85, 150), "left_knee": (125, 205), "right_knee": (80, 215), "left_ankle": (130, 270),
+    "right_ankle": (78, 262), "neck": (100, 62), "head_top": (100, 18),
+}  # fmt: skip
+LSP_NAMES = (
+    "right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle", "right_wrist",
+    "right_elbow", "right_shoulder", "left_shoulder", "left_elbow", "left_wrist", "neck", "head_top",
+)  # fmt: skip
+DOT_BGR = {"left_wrist": (0, 0, 255), "right_wrist": (0, 255, 0)}  # red and green; every other dot white
+NO_AUG = AugmentConfig(
+    scale_range=(1.0, 1.0), rotation_prob=0, flip_prob=0, half_body_prob=0, colour_prob=0, occlusion_prob=0
+)
+GEOMETRY_ONLY = AugmentConfig(colour_prob=0, occlusion_prob=0)
+
+
+def keypoints(names=COCO17, unlabelled=()):
+    return [v for n in names for v in ((0, 0, 0) if n in unlabelled else (*POSE[n], 2))]
+
+
+def annotation(ann_id, image_id=1, names=COCO17, unlabelled=(), **fields):
+    ann = {"id": ann_id, "image_id": image_id, "category_id": 1, "iscrowd": 0, "bbox": BOX}
+    return ann | {"keypoints": keypoints(names, unlabelled)} | fields
+
+
+def write_coco(root: Path, annotations, names=COCO17) -> Path:
+    """A COCO keypoint json plus one JPEG per image with a dot at every labelled joint."""
+    (root / "images").mkdir(exist_ok=True)
+    image_ids = sorted({a["image_id"] for a in annotations})
+    for image_id in image_ids:
+        image = np.zeros((IMAGE_H, IMAGE_W, 3), np.uint8)
+        for ann in annotations:
+            points = np.reshape(ann["keypoints"], (-1, 3))
+            for name, (x, y, v) in zip(names, points, strict=True):
+                if ann["image_id"] == image_id and v > 0:
+                    cv2.circle(image, (int(x), int(y)), 4, DOT_BGR.get(name, (255, 255, 255)), -1)
+        cv2.imwrite(str(root / "images" / f"{image_id}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    data = {
+        "images": [{"id": i, "file_name": f"{i}.jpg"} for i in image_ids],
+        "annotations": annotations,
+        "categories": [{"id": 1, "name": "person", "keypoints": list(names)}],
+    }
+    path = root / "ann.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.fixture
+def person(tmp_path) -> Person:
+    (single,) = load_people(write_coco(tmp_path, [annotation(1)]), tmp_path / "images")
+    return single
+
+
+def peaks(target: torch.Tensor) -> np.ndarray:
+    """Argmax of each heatmap, in input (crop) pixels: (J, 2) x, y."""
+    flat = target.flatten(1).argmax(1).numpy()
+    cells = np.stack([flat % HEATMAP_SIZE[0], flat // HEATMAP_SIZE[0]], axis=1)
+    return (cells + 0.5) * STRIDE - 0.5
+
+
+def test_lsp_names_map_to_unified_joints(tmp_path):
+    ann_file = write_coco(tmp_path, [annotation(1, names=LSP_NAMES, unlabelled=("left_knee",))], LSP_NAMES)
+    (p,) = load_people(ann_file, tmp_path / "images")
+    for name in ("neck", "head_top", "left_ankle", "right_ankle", "left_wrist", "right_hip"):
+        np.testing.assert_allclose(p.xy[INDEX[name]], POSE[name], err_msg=name)
+    missing = ["nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_knee"]
+    assert np.flatnonzero(p.visibility == 0).tolist() == sorted(INDEX[n] for n in missing)
+
+    sample = PoseDataset([p], train=False)[0]
+    named = ("neck", "head_top")
+    expected = transform_points([POSE[n] for n in named], crop_matrix(*box_to_center_scale(BOX)))
+    for name, xy in zip(named, expected, strict=True):
+        np.testing.assert_allclose(sample.joints[INDEX[name], :2].numpy(), xy, atol=1e-4)
+        assert np.abs(peaks(sample.target)[INDEX[name]] - xy).max() <= STRIDE / 2
+    for name in missing:
+        assert sample.weight[INDEX[name]] == 0 and sample.target[INDEX[name]].abs().max() == 0, name
+    assert sample.weight.sum() == NUM_JOINTS - len(missing)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_training_crop_pixels_and_targets_agree(person, seed):
+    torch.manual_seed(seed)
+    sample = PoseDataset([person], train=True, augment=GEOMETRY_ONLY)[0]
+    brightness = sample.image.amax(0).numpy()
+    weighted = np.flatnonzero(sample.weight.numpy())
+    assert len(weighted) >= 6
+    for j, (x, y) in zip(weighted, peaks(sample.target)[weighted], strict=True):
+        x0, y0 = round(x), round(y)
+        window = brightness[max(y0 - 6, 0) : y0 + 7, max(x0 - 6, 0) : x0 + 7]
+        assert window.max() > 0.6, f"joint {j}: heatmap peak at ({x:.0f}, {y:.0f}) is not on its dot"
+
+    # `matrix` is the image->crop map of the unflipped image; a flip shows as a mirrored matrix.
+    matrix = sample.matrix.numpy()
+    index = FLIP_INDEX if np.linalg.det(matrix[:, :2]) < 0 else np.arange(NUM_JOINTS)
+    joints = transform_points(person.xy, matrix)[index]
+    np.testing.assert_allclose(sample.joints[weighted, :2].numpy(), joints[weighted], atol=1e-3)
+
+
+def test_training_augmentation_varies_and_seed_reproduces(person):
+    dataset = PoseDataset([person], train=True, augment=GEOMETRY_ONLY)
+    torch.manual_seed(3)
+    first = [dataset[0] for _ in range(8)]
+    torch.manual_seed(3)
+    again = dataset[0]
+    assert torch.equal(first[0].image, again.image) and torch.equal(first[0].matrix, again.matrix)
+    dets = [np.linalg.det(s.matrix[:, :2].numpy()) for s in first]
+    assert len({round(d, 6) for d in dets}) > 1  # scales differ from call to call
+    assert min(dets) < 0 < max(dets)  # some flipped, some not
+
+
+def test_flip_swaps_left_and_right(person):
+    flipped = PoseDataset([person], train=True, augment=replace(NO_AUG, flip_prob=1))[0]
+    plain = PoseDataset([person], train=False)[0]
+    left, right = INDEX["left_wrist"], INDEX["right_wrist"]
+
+    # The person's left wrist (red dot, right half of the unflipped crop) becomes the right wrist channel.
+    assert plain.joints[left, 0] > IN_W / 2 and flipped.joints[right, 0] < IN_W / 2
+    x, y = np.rint(flipped.joints[right, :2].numpy()).astype(int)
+    red, green, blue = flipped.image[:, y, x]
+    assert red > 0.6 and green < 0.3 and blue < 0.3
+    mirrored = [IN_W - 1 - plain.joints[left, 0], plain.joints[left, 1]]
+    np.testing.assert_allclose(flipped.joints[right, :2], mirrored)
+
+    # Without other augmentation, the flipped sample is the mirrored plain sample, pixels and targets alike.
+    np.testing.assert_allclose(flipped.image, plain.image.flip(-1), atol=2 / 255)
+    np.testing.assert_allclose(flipped.target, flip_heatmaps(plain.target, FLIP_INDEX), atol=1e-5)
+    np.testing.assert_array_equal(flipped.weight, plain.weight[FLIP_INDEX])
+
+
+def test_flip_joints_mirrors_and_twice_is_identity(person):
+    xy, vis = flip_joints(person.xy, person.visibility, IMAGE_W)
+    x, y = POSE["left_wrist"]
+    np.testing.assert_allclose(xy[INDEX["right_wrist"]], [IMAGE_W - 1 - x, y])
+    assert vis[INDEX["neck"]] == 0 and vis[INDEX["nose"]] == 2
+    back_xy, back_vis = flip_joints(xy, vis, IMAGE_W)
+    np.testing.assert_allclose(back_xy, person.xy)
+    np.testing.assert_array_equal(back_vis, person.visibility)
+
+
+def test_colour_and_occlusion_never_change_targets(person):
+    plain = PoseDataset([person], train=True, augment=GEOMETRY_ONLY)
+    noisy = PoseDataset([person], train=True, augment=AugmentConfig(colour_prob=1, occlusion_prob=1))
+    for seed in range(4):
+        torch.manual_seed(seed)
+        a = plain[0]
+        torch.manual_seed(seed)
+        b = noisy[0]
+        assert torch.equal(a.target, b.target) and torch.equal(a.weight, b.weight)
+        assert torch.equal(a.joints, b.joints) and torch.equal(a.matrix, b.matrix)
+        assert not torch.equal(a.image, b.image)
+
+
+def test_jitter_and_occlude_return_new_images():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (64, 48, 3), dtype=np.uint8)
+    original = image.copy()
+    always = AugmentConfig(colour_prob=1, occlusion_prob=1)
+    for augment in (jitter_colour, occlude):
+        out = augment(image, always, rng)
+        assert out.shape == image.shape and out.dtype == np.uint8 and not np.array_equal(out, image)
+        np.testing.assert_array_equal(image, original)
+        never = AugmentConfig(colour_prob=0, occlusion_prob=0)
+        assert augment(image, never, rng) is image
+
+
+def test_half_body_keeps_only_upper_or_lower_body(person):
+    cfg = replace(NO_AUG, half_body_prob=1)
+    dataset = PoseDataset([person], train=True, augment=cfg)
+    halves = set()
+    for seed in range(12):
+        torch.manual_seed(seed)
+        inside = dataset[0].weight.numpy() > 0
+        labelled = person.visibility > 0
+        if np.array_equal(inside, labelled & UPPER_BODY):
+            halves.add("upper")
+        elif np.array_equal(inside, labelled & LOWER_BODY):
+            halves.add("lower")
+        else:
+            pytest.fail(f"seed {seed}: joints {np.flatnonzero(inside)} are neither one half")
+    assert halves == {"upper", "lower"}
+
+
+def test_confidence_multiplies_weights_and_follows_flips(person):
+    confidence = np.ones(NUM_JOINTS)
+    confidence[INDEX["left_wrist"]] = 0.5
+    pseudo = replace(person, confidence=confidence)
+    left, right = INDEX["left_wrist"], INDEX["right_wrist"]
+    assert PoseDataset([pseudo], train=False)[0].weight[left] == 0.5
+    flip = replace(NO_AUG, flip_prob=1)
+    weight = PoseDataset([pseudo], train=True, augment=flip)[0].weight
+    assert weight[right] == 0.5 and weight[left] == 1
+    per_joint = np.full(NUM_JOINTS, 0.5)
+    assert PoseDataset([pseudo], train=False, confidence=per_joint)[0].weight[left] == 0.25
+
+
+def test_load_people_filters_sorts_and_splits(tmp_path):
+    few = COCO17[:14]  # leaves 3 labelled joints
+    anns = [
+        annotation(7, image_id=2),
+        annotation(3, image_id=2),
+        annotation(5, image_id=1),
+        annotation(9, image_id=1, iscrowd=1),
+        annotation(4, image_id=1, unlabelled=few),
+        annotation(6, image_id=3, unlabelled=COCO17),  # none labelled
+    ]
+    ann_file = write_coco(tmp_path, anns)
+    people = load_people(ann_file, tmp_path / "images")
+    assert [(p.image_id, p.ann_id) for p in people] == [(1, 4), (1, 5), (2, 3), (2, 7)]
+    assert people[0].image_path == str(tmp_path / "images" / "1.jpg")
+    assert [p.ann_id for p in load_people(ann_file, tmp_path / "images", min_joints=4)] == [5, 3, 7]
+
+    train, val = split_people(people[::-1], holdout=1)
+    assert [p.ann_id for p in train] == [4, 5, 3] and [p.ann_id for p in val] == [7]
+    assert split_people(people, holdout=0) == (people, [])
+    with pytest.raises(ValueError):
+        split_people(people, holdout=5)
+
+
+@pytest.mark.parametrize("bbox", [None, [0, 0, 0, 0], [10, 10, 1, 50]])
+def test_person_without_a_usable_bbox_gets_one_from_its_joints(tmp_path, bbox):
+    ann = annotation(1) | {"bbox": bbox}
+    if bbox is None:
+        del ann["bbox"]
+    (p,) = load_people(write_coco(tmp_path, [ann]), tmp_path / "images")
+    x, y, w, h = p.box_xywh
+    points = np.array([POSE[n] for n in COCO17])
+    assert np.all(points.min(0) > [x, y]) and np.all(points.max(0) < [x + w, y + h])
+    assert w < 1.5 * np.ptp(points[:, 0]) and h < 1.5 * np.ptp(points[:, 1])
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"images": [], "annotations": [], "categories": [{"id": 1, "name": "person"}]},
+        {"images": [], "annotations": [], "categories": []},
+        {"images": [], "categories": [{"id": 1, "keypoints": ["nose"]}]},
+        {"annotations": [], "categories": [{"id": 1, "keypoints": ["nose"]}]},
+        [],
+    ],
+)
+def test_broken_json_gives_a_clear_error(tmp_path, data):
+    path = tmp_path / "broken.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="broken.json"):
+        load_people(path, tmp_path)
+
+
+def test_unreadable_image_names_its_path(tmp_path, person):
+    (tmp_path / "images" / "1.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(OSError, match="1.jpg"):
+        PoseDataset([person], train=False)[0]
+
+
+def test_dataloader_batches_samples(person):
+    dataset = PoseDataset([person] * 3, train=True)
+    batch = next(iter(DataLoader(dataset, batch_size=2)))
+    assert isinstance(batch, Sample)
+    expected = {
+        "image": ((2, 3, IN_H, IN_W), torch.float32),
+        "target": ((2, NUM_JOINTS, HEATMAP_SIZE[1], HEATMAP_SIZE[0]), torch.float32),
+        "weight": ((2, NUM_JOINTS), torch.float32),
+        "matrix": ((2, 2, 3), torch.float64),
+        "joints": ((2, NUM_JOINTS, 3), torch.float32),
+        "index": ((2,), torch.int64),
+    }
+    for name, (shape, dtype) in expected.items():
+        value = getattr(batch, name)
+        assert (tuple(value.shape), value.dtype) == (shape, dtype), name
+    assert batch.image.min() >= 0 and batch.image.max() <= 1
+    assert batch.index.tolist() == [0, 1]
+
+
+def test_workers_differ_and_torch_seed_reproduces(person):
+    loader = DataLoader(PoseDataset([person] * 4, train=True), batch_size=1, num_workers=2)
+
+    def matrices():
+        torch.manual_seed(0)
+        return torch.cat([batch.matrix for batch in loader])
+
+    first, second = matrices(), matrices()
+    assert torch.equal(first, second)
+    # One person four times: identical crops would mean the two workers drew the same augmentation.
+    assert len({tuple(m.flatten().tolist()) for m in first}) == 4
+    assert not torch.equal(torch.cat([batch.matrix for batch in loader]), first)  # the next epoch differs

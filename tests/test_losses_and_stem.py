@@ -1,0 +1,84 @@
+"""Loss masking, OKS, the inference decode, and the pose-trained stem's initialisation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from poseapp.inference import keypoints_from_logits
+from poseapp.losses import heatmap_cross_entropy, heatmap_mse, object_keypoint_similarity
+from poseapp.models.stem import YoloStem
+from poseapp.transforms import encode_heatmaps
+
+
+def targets_for(xy: np.ndarray) -> torch.Tensor:
+    target, _ = encode_heatmaps(xy, np.ones(len(xy)))
+    return torch.from_numpy(target)[None]
+
+
+def test_cross_entropy_ignores_zero_weight_joints() -> None:
+    target = targets_for(np.array([[50.0, 60.0], [100.0, 200.0], [20.0, 30.0]]))
+    logits = torch.randn(1, 3, 64, 48)
+    weight = torch.tensor([[1.0, 1.0, 0.0]])
+    base = heatmap_cross_entropy(logits, target, weight)
+    spoiled = logits.clone()
+    spoiled[0, 2] = torch.randn(64, 48) * 50  # an unlabelled joint's prediction must not matter
+    torch.testing.assert_close(heatmap_cross_entropy(spoiled, target, weight), base)
+    spoiled[0, 1] = torch.randn(64, 48) * 50
+    assert heatmap_cross_entropy(spoiled, target, weight) != base
+    assert heatmap_mse(spoiled, target, weight) != heatmap_mse(logits, target, weight)
+    assert heatmap_cross_entropy(logits, target, torch.zeros(1, 3)) == 0
+
+
+def test_cross_entropy_is_lowest_at_the_target() -> None:
+    target = targets_for(np.array([[70.0, 90.0]]))
+    weight = torch.ones(1, 1)
+    at_target = heatmap_cross_entropy(torch.log(target.clamp_min(1e-9)), target, weight)
+    other = targets_for(np.array([[120.0, 40.0]]))
+    elsewhere = heatmap_cross_entropy(torch.log(other.clamp_min(1e-9)), target, weight)
+    assert at_target < elsewhere
+
+
+def test_logits_decode_to_the_target_location_with_full_confidence() -> None:
+    xy = np.array([[70.3, 90.6], [10.0, 250.0]])
+    target = targets_for(xy)
+    logits = torch.log((target / target.flatten(2).sum(-1)[..., None, None]).clamp_min(1e-12))
+    coords, scores = keypoints_from_logits(logits)
+    np.testing.assert_allclose(coords[0].numpy(), xy, atol=0.1)
+    assert scores.min() > 0.9
+    flat = keypoints_from_logits(torch.zeros(1, 2, 64, 48))[1]
+    assert flat.max() < 0.01
+
+
+def test_oks_is_one_when_exact_and_falls_with_distance() -> None:
+    truth = torch.rand(2, 19, 2) * 100
+    visible = torch.ones(2, 19)
+    area = torch.full((2,), 5000.0)
+    sigmas = torch.full((19,), 0.079)
+    torch.testing.assert_close(object_keypoint_similarity(truth, truth, visible, area, sigmas), torch.ones(2))
+    near = object_keypoint_similarity(truth + 2, truth, visible, area, sigmas)
+    far = object_keypoint_similarity(truth + 10, truth, visible, area, sigmas)
+    assert (far < near).all() and (near < 1).all()
+    expected = math.exp(-8 / (2 * 5000 * (2 * 0.079) ** 2))
+    torch.testing.assert_close(near, torch.full((2,), expected))
+
+
+def test_stem_initialised_from_yolo_equals_the_teachers_layers(yolo_pose_weights) -> None:
+    from ultralytics.nn.tasks import load_checkpoint
+
+    stem = YoloStem(64)
+    stem.init_from_yolo(yolo_pose_weights)
+    stem.freeze_body()
+    stem.train()
+    teacher, _ = load_checkpoint(str(yolo_pose_weights), device="cpu")
+    x = torch.rand(2, 3, 256, 192)
+    with torch.no_grad():
+        expected = x
+        for layer in teacher.model[:7]:
+            expected = layer(expected)
+        torch.testing.assert_close(stem.body(x), expected, atol=1e-5, rtol=1e-5)
+    assert expected.shape == (2, 128, 16, 12)
+    assert not stem.body.training and not any(p.requires_grad for p in stem.body.parameters())
+    assert stem(x).shape == (2, 16 * 12, 64)
