@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
@@ -57,8 +59,6 @@ def cmd_train(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     pairs = [tuple(pair) for pair in args.train]
     for ann, images in pairs:
-        from pathlib import Path
-
         if not Path(ann).is_file() or not Path(images).is_dir():
             raise UsageError(f"--train {ann} {images}: need an annotation file and an image folder")
     if args.model not in MODEL_NAMES:
@@ -73,8 +73,102 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"best checkpoint: {best}")
 
 
+def pipeline_from_args(args: argparse.Namespace):
+    """The detector + tracker + pose pipeline the run options describe."""
+    from .detect import PersonDetector
+    from .pipeline import PipelineConfig, PosePipeline
+
+    if args.keep_ratio is not None and args.eta is not None:
+        raise UsageError("give --keep-ratio or --eta, not both")
+    if args.budget_ms is not None and args.budget_ms <= 0:
+        raise UsageError("--budget-ms must be positive")
+    if args.detect_every < 1:
+        raise UsageError("--detect-every must be at least 1")
+    device = resolve_device(args.device)
+    model = load_model(args.weights)
+    knob = args.keep_ratio if args.keep_ratio is not None else args.eta
+    if knob is not None and model.knob.name not in ("keep_ratio" if args.keep_ratio is not None else "eta"):
+        raise UsageError(
+            f"{model.arch} has no {'--keep-ratio' if args.keep_ratio is not None else '--eta'} knob"
+        )
+    try:
+        detector = PersonDetector(args.detector, device=device)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UsageError(str(exc)) from exc
+    cfg = PipelineConfig(
+        weights=args.weights, device=device, detect_every=args.detect_every, budget_ms=args.budget_ms,
+        knob=knob, smoothing=not args.no_smooth,
+    )  # fmt: skip
+    return PosePipeline(cfg, detector, model=model)
+
+
+def cmd_video(args: argparse.Namespace) -> None:
+    from .render import Overlays
+    from .run import annotate_video, open_writer
+    from .video import VideoError, open_source
+
+    if args.out is None and args.json is None and args.csv is None and not args.show:
+        raise UsageError("--video needs somewhere to put the result: --out, --json, --csv or --show")
+    overlays = Overlays(patches="patches" in args.overlay, granularity="grid" in args.overlay,
+                        merges="merges" in args.overlay)  # fmt: skip
+    for path in (args.out, args.json, args.csv):
+        folder = Path(path).resolve().parent if path else None
+        if folder is not None and not (folder.is_dir() and os.access(folder, os.W_OK)):
+            raise UsageError(f"cannot write {path}: folder {folder} does not exist or is not writable")
+    try:
+        frames = open_source(args.video)
+        try:
+            pipeline = pipeline_from_args(args)
+            writer = open_writer(frames, args.video, args.out) if args.out else None
+        except BaseException:
+            frames.close()
+            raise
+        summary = annotate_video(
+            frames, pipeline, writer, overlays, args.json, args.csv, show=args.show, progress=not args.quiet
+        )
+    except VideoError as exc:
+        raise UsageError(str(exc)) from exc
+    print(summary.describe())
+    if summary.interrupted:
+        print(f"stopped early: {summary.frames} frames written" + (f" to {args.out}" if args.out else ""))
+    elif args.out:
+        print(f"wrote {args.out}")
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    from .detect import DEFAULT_DETECTOR
+    from .pipeline import DEFAULT_WEIGHTS
+
+    run = parser.add_argument_group("run (default command)")
+    run.add_argument("--video", help="video file, webcam index or image folder to process")
+    run.add_argument("--out", help="annotated H.264 MP4 to write")
+    run.add_argument("--json", help="COCO-results JSON of every person per frame and track id")
+    run.add_argument("--csv", help="CSV of keypoints per frame and track id")
+    run.add_argument("--show", action="store_true", help="open a preview window while processing")
+    run.add_argument("--gui", action="store_true", help="open the desktop viewer")
+    run.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="pose model checkpoint")
+    run.add_argument(
+        "--detector", default=str(DEFAULT_DETECTOR), help="Ultralytics detection or pose checkpoint"
+    )
+    run.add_argument("--detect-every", type=int, default=5, help="longest gap between detector runs (frames)")
+    run.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    run.add_argument("--budget-ms", type=float, help="pose time per frame to stay under (adapts the knob)")
+    run.add_argument("--keep-ratio", type=float, help="fix EViTPose's keep ratio")
+    run.add_argument("--eta", type=float, help="fix EMGPose's threshold")
+    run.add_argument(
+        "--overlay",
+        nargs="*",
+        default=[],
+        choices=["patches", "grid", "merges"],
+        help="draw what the model kept (patches), its granularity map (grid), WBAS groups (merges)",
+    )
+    run.add_argument("--no-smooth", action="store_true", help="turn keypoint smoothing off")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="main.py", description="PoseApp: real-time multi-person pose.")
+    add_run_options(parser)
     sub = parser.add_subparsers(dest="command")
     bench = sub.add_parser("bench", help="GFLOPs and measured milliseconds per crop for each knob value")
     bench.add_argument("--model", default="evitpose_t", help=f"one of {', '.join(MODEL_NAMES)}")
@@ -122,8 +216,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
+        if args.video is None or args.gui:
+            print("error: the desktop viewer is not part of this build yet; use --video FILE --out FILE",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        args.func = cmd_video
     try:
         args.func(args)
     except (UsageError, WeightsError) as exc:

@@ -1,0 +1,148 @@
+"""Latency budget control: pick the most accurate knob value whose pose time for the people in view fits.
+
+``LatencyModel`` predicts the milliseconds of one batched pose call of ``n`` crops at a knob value as
+``a_k + b_k * n``, a line fitted per value of a grid from timings taken at start-up, scaled by one factor
+that follows the measured times online (thermal throttling and other load slow every value alike).
+``BudgetController`` turns the prediction into a choice each frame.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from poseapp.models.knob import Knob
+
+
+def fit_line(ns: Sequence[float], ms: Sequence[float]) -> tuple[float, float]:
+    """Least-squares ``(a, b)`` of ``ms ~ a + b * n``."""
+    ns = np.asarray(ns, dtype=np.float64)
+    design = np.stack([np.ones_like(ns), ns], axis=1)
+    (a, b), *_ = np.linalg.lstsq(design, np.asarray(ms, dtype=np.float64), rcond=None)
+    return float(a), float(b)
+
+
+class LatencyModel:
+    """Predicted milliseconds of a pose batch per knob value; values between grid points interpolate."""
+
+    def __init__(
+        self, grid: Sequence[float], intercepts: Sequence[float], slopes: Sequence[float], rate: float = 0.1
+    ):
+        self.grid = np.asarray(grid, dtype=np.float64)
+        self.intercepts = np.asarray(intercepts, dtype=np.float64)
+        self.slopes = np.asarray(slopes, dtype=np.float64)
+        self.rate = rate
+        """Weight of one observation in the moving average of the correction factor."""
+        self.correction = 1.0
+        """Measured / calibrated time, an exponential moving average in log space."""
+
+    @classmethod
+    def calibrate(
+        cls,
+        measure: Callable[[float, int], float],
+        knob: Knob,
+        batch_sizes: Sequence[int] = (1, 4, 8),
+        values: int = 5,
+    ) -> LatencyModel:
+        """Time ``measure(value, n)`` (ms) at ``values`` knob values and each batch size; fit the lines."""
+        if len(set(batch_sizes)) < 2:
+            raise ValueError("calibration needs at least two distinct batch sizes")
+        grid = knob.grid(values)
+        lines = [fit_line(batch_sizes, [measure(float(v), n) for n in batch_sizes]) for v in grid]
+        intercepts, slopes = zip(*lines, strict=True)
+        return cls(grid, intercepts, slopes)
+
+    def calibrated_ms(self, value: float, n: int) -> float:
+        """The start-up prediction, without the online correction."""
+        per_value = self.intercepts + self.slopes * n
+        return float(np.interp(value, self.grid, per_value))
+
+    def predict(self, value: float, n: int) -> float:
+        """Predicted milliseconds of a batch of ``n`` crops at knob ``value``."""
+        return self.correction * self.calibrated_ms(value, n)
+
+    def observe(self, value: float, n: int, ms: float) -> None:
+        """Move the correction factor towards ``ms`` / calibrated prediction.
+
+        Each ratio is clipped to [1/2, 2] first, so one hiccup (a garbage collection, a page fault) moves
+        the factor by at most ``2 ** rate``; a lasting change still converges in a few dozen frames.
+        """
+        expected = self.calibrated_ms(value, n)
+        if n <= 0 or expected <= 0 or not ms > 0:
+            return
+        log_ratio = float(np.clip(math.log(ms / expected), -math.log(2), math.log(2)))
+        log_c = math.log(self.correction)
+        self.correction = math.exp(log_c + self.rate * (log_ratio - log_c))
+
+
+class BudgetController:
+    """Chooses the knob value for each frame from the number of people and the latency budget.
+
+    Adaptive mode: the largest grid value whose predicted time for ``n`` crops is <= ``margin *
+    budget_ms``, or the cheapest value when none fits. Hysteresis (a Schmitt trigger on the prediction):
+    keeping the current value, or stepping down, needs the prediction <= ``margin * budget_ms``; stepping
+    *up* needs the higher value to fit ``(1 - hysteresis) * margin * budget_ms``. So the knob drops as soon
+    as the current value no longer fits, but returns only once there is clear room, and a prediction
+    sitting at the boundary cannot make it alternate frame by frame.
+
+    Fixed mode (``BudgetController.fixed``): always the pinned value, so the pipeline has one code path.
+    """
+
+    def __init__(
+        self,
+        knob: Knob,
+        model: LatencyModel | None,
+        budget_ms: float,
+        margin: float = 0.9,
+        hysteresis: float = 0.1,
+    ):
+        self.knob = knob
+        self.model = model
+        """None only in fixed mode without calibration (no predictions then)."""
+        self.budget_ms = budget_ms
+        self.margin = margin
+        self.hysteresis = hysteresis
+        self.pinned: float | None = None
+        self.last_value: float | None = None
+        self.last_predicted_ms = math.nan
+        self.last_measured_ms = math.nan
+
+    @classmethod
+    def fixed(cls, knob: Knob, value: float, model: LatencyModel | None = None) -> BudgetController:
+        """A controller that always returns ``knob.clamp(value)`` (predicting times if given a model)."""
+        controller = cls(knob, model, budget_ms=math.inf)
+        controller.pinned = knob.clamp(value)
+        return controller
+
+    @property
+    def is_fixed(self) -> bool:
+        return self.pinned is not None
+
+    def choose(self, n_people: int) -> float:
+        """The knob value for ``n_people`` crops; also sets ``last_value`` and ``last_predicted_ms``."""
+        if self.pinned is not None:
+            value = self.pinned
+        elif self.model is None:
+            raise ValueError("an adaptive BudgetController needs a LatencyModel")
+        else:
+            value = self._adaptive(n_people, self.model)
+        self.last_value = value
+        self.last_predicted_ms = math.nan if self.model is None else self.model.predict(value, n_people)
+        return value
+
+    def _adaptive(self, n: int, model: LatencyModel) -> float:
+        limit = self.margin * self.budget_ms
+        current = self.last_value
+        for v in model.grid[::-1]:
+            up = current is not None and v > current
+            if model.predict(float(v), n) <= (limit * (1 - self.hysteresis) if up else limit):
+                return float(v)
+        return float(model.grid[0])
+
+    def record(self, value: float, n: int, ms: float) -> None:
+        """Report the measured time of a pose batch run at ``value`` with ``n`` crops."""
+        self.last_measured_ms = ms
+        if self.model is not None:
+            self.model.observe(value, n, ms)

@@ -1,0 +1,179 @@
+"""One frame through the whole chain: detect (every k-th frame) -> track -> batched pose -> smoothing.
+
+``PosePipeline.step`` is synchronous and single-threaded; the threads around it (capture, writer, GUI
+worker) live in ``video.py``, ``run.py`` and ``app/``. The knob for each frame comes from the budget
+controller (fixed when the user pins it), so a new model plugs in without new pipeline code.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from .budget import BudgetController, LatencyModel
+from .flops import count_macs
+from .inference import keypoints_from_logits
+from .models import PoseOutput, load_model
+from .results import Detection, Frame, FrameResult, Person, PoseRecord
+from .smoothing import KeypointSmoother
+from .track import Tracker
+from .transforms import INPUT_SIZE, box_to_center_scale, crop_matrix, heatmaps_to_image
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_WEIGHTS = REPO / "weights" / "evitpose_t.safetensors"
+
+
+@dataclass
+class PipelineConfig:
+    weights: str | Path = DEFAULT_WEIGHTS
+    device: str = "cpu"
+    detect_every: int = 5
+    """Longest gap between detector runs; shorter while tracks are lost or the scene is empty."""
+    budget_ms: float | None = None
+    """Pose milliseconds per frame to stay under (the knob adapts); None = fixed knob."""
+    knob: float | None = None
+    """Fixed knob value (keep ratio / eta); None = the model's default."""
+    smoothing: bool = True
+    min_cutoff: float = 1.0
+    beta: float = 0.05
+    max_people: int = 32
+    min_joint_score: float = 0.3
+
+
+def crop_batch(image: np.ndarray, boxes: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+    """256x192 RGB crops in [0, 1] (N, 3, 256, 192) of the people in ``boxes`` (N, 4) x0 y0 x1 y1, and
+    the image->crop matrices (N, 2, 3)."""
+    w, h = INPUT_SIZE
+    crops = np.empty((len(boxes), h, w, 3), dtype=np.uint8)
+    matrices = np.empty((len(boxes), 2, 3))
+    for i, (x0, y0, x1, y1) in enumerate(boxes):
+        center, size = box_to_center_scale([x0, y0, x1 - x0, y1 - y0])
+        matrices[i] = crop_matrix(center, size)
+        crops[i] = cv2.warpAffine(image, matrices[i], (w, h), flags=cv2.INTER_LINEAR)
+    tensor = torch.from_numpy(crops[..., ::-1].copy()).permute(0, 3, 1, 2).float().div_(255.0)
+    return tensor, matrices
+
+
+def box_from_keypoints(keypoints: np.ndarray, scores: np.ndarray, min_score: float) -> np.ndarray | None:
+    """The box of the confident joints, padded like a detector's person box; None with fewer than 4."""
+    good = scores >= min_score
+    if good.sum() < 4:
+        return None
+    lo, hi = keypoints[good].min(axis=0), keypoints[good].max(axis=0)
+    pad = np.maximum((hi - lo) * 0.1, 4.0)
+    return np.concatenate([lo - pad, hi + pad])
+
+
+def person_records(model: nn.Module, out: PoseOutput) -> list[PoseRecord]:
+    """Split a batch's run record into one ``PoseRecord`` per person (numpy, for the overlays)."""
+    patch = model.patch if out.granularity is None else 2 * model.patch
+    records = []
+    for i in range(out.heatmaps.shape[0]):
+        record = PoseRecord(grid=out.grid, patch=patch)
+        record.kept_patches = [k[i].cpu().numpy() for k in out.kept_patches]
+        if out.granularity is not None:
+            record.granularity = out.granularity[i].cpu().numpy()
+            if out.fine_stage[i]:
+                record.token_boxes = out.token_boxes[i].cpu().numpy()
+                record.merge_groups = [g[i].cpu().numpy() for g in out.merge_groups]
+        records.append(record)
+    return records
+
+
+class PosePipeline:
+    """Detector + tracker + pose model + smoother, one frame at a time."""
+
+    def __init__(
+        self,
+        cfg: PipelineConfig,
+        detector,
+        model: nn.Module | None = None,
+        latency: LatencyModel | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.device = torch.device(cfg.device)
+        self.model = (model if model is not None else load_model(cfg.weights)).to(self.device).eval()
+        self.detector = detector
+        self.tracker = Tracker()
+        self.smoother = KeypointSmoother(cfg.min_cutoff, cfg.beta, enabled=cfg.smoothing)
+        self.controller = self._controller(latency)
+        self._last_detection = -(10**9)
+        self._tracked = 0
+
+    def _controller(self, latency: LatencyModel | None) -> BudgetController:
+        knob = self.model.knob
+        if self.cfg.budget_ms is None or knob.low == knob.high:
+            return BudgetController.fixed(knob, knob.clamp(self.cfg.knob))
+        if latency is None:
+            latency = LatencyModel.calibrate(self.measure_ms, knob)
+        return BudgetController(knob, latency, self.cfg.budget_ms)
+
+    @torch.inference_mode()
+    def measure_ms(self, knob: float, n: int, runs: int = 3) -> float:
+        """Median milliseconds of one pose call on ``n`` crops at ``knob`` (for calibration)."""
+        x = torch.rand(n, 3, INPUT_SIZE[1], INPUT_SIZE[0], device=self.device)
+        self.model(x, knob)
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            self.model(x, knob)
+            times.append(1000 * (time.perf_counter() - start))
+        return float(np.median(times))
+
+    def set_budget(self, budget_ms: float | None) -> None:
+        """Switch to (or retune) the latency budget at run time; None pins the current knob."""
+        self.cfg.budget_ms = budget_ms
+        if budget_ms is not None and not self.controller.is_fixed:
+            self.controller.budget_ms = budget_ms
+        else:
+            self.controller = self._controller(None if self.controller.is_fixed else self.controller.model)
+
+    def set_knob(self, value: float) -> None:
+        """Pin the knob (keep ratio / eta) from the next frame on."""
+        self.cfg.knob, self.cfg.budget_ms = value, None
+        self.controller = BudgetController.fixed(self.model.knob, self.model.knob.clamp(value))
+
+    def _detect(self, frame: Frame, have_tracks: bool) -> list[Detection] | None:
+        gap = frame.index - self._last_detection
+        interval = self.cfg.detect_every if have_tracks else max(1, self.cfg.detect_every // 2)
+        if gap < interval and not self.tracker.needs_detection(frame.index):
+            return None
+        self._last_detection = frame.index
+        return self.detector(frame.image)
+
+    @torch.inference_mode()
+    def step(self, frame: Frame) -> FrameResult:
+        detections = self._detect(frame, self._tracked > 0)
+        tracks = self.tracker.update(detections, frame.index)[: self.cfg.max_people]
+        self._tracked = len(tracks)
+        if not tracks:
+            self.smoother.forget(())
+            return FrameResult(frame, [], self.controller.choose(0), 0.0, 0.0, detections is not None)
+        boxes = np.stack([t.box for t in tracks])
+        crops, matrices = crop_batch(frame.image, boxes)
+        knob = self.controller.choose(len(tracks))
+        start = time.perf_counter()
+        out = self.model(crops.to(self.device), knob)
+        coords, scores = keypoints_from_logits(out.heatmaps)
+        pose_ms = 1000 * (time.perf_counter() - start)
+        self.controller.record(knob, len(tracks), pose_ms)
+        keypoints = heatmaps_to_image(coords.cpu().double(), matrices).numpy()
+        scores = scores.cpu().numpy()
+        people = []
+        for track, kp, sc, m, record in zip(
+            tracks, keypoints, scores, matrices, person_records(self.model, out), strict=True
+        ):
+            kp = self.smoother.smooth(track.id, kp, frame.time)
+            refined = box_from_keypoints(kp, sc, self.cfg.min_joint_score)
+            if refined is not None:
+                self.tracker.refine(track.id, refined, kp, sc)
+            people.append(Person(track.id, track.box, kp, sc, m, record))
+        self.smoother.forget(t.id for t in tracks)
+        gflops = float(count_macs(self.model, out).sum()) / 1e9
+        return FrameResult(frame, people, out.knob, pose_ms, gflops, detections is not None)

@@ -1,0 +1,136 @@
+"""The video job end to end on clips made here, with a fake detector and tiny random models."""
+
+from __future__ import annotations
+
+import json
+
+import av
+import numpy as np
+import pytest
+
+from poseapp.budget import BudgetController, LatencyModel
+from poseapp.models import EMGPose, EViTPose
+from poseapp.models.vit import ViTSize
+from poseapp.pipeline import PipelineConfig, PosePipeline
+from poseapp.render import Overlays
+from poseapp.results import Detection, Frame
+from poseapp.run import annotate_video, open_writer
+from poseapp.video import VideoWriter, open_source
+
+TINY = ViTSize(48, 12, 3)
+W, H = 320, 240
+
+
+class FakeDetector:
+    """People at fixed places; counts its calls."""
+
+    def __init__(self, count: int = 2) -> None:
+        self.count = count
+        self.calls = 0
+
+    def __call__(self, image: np.ndarray) -> list[Detection]:
+        self.calls += 1
+        return [
+            Detection(np.array([10.0 + 50 * i, 20.0, 50.0 + 50 * i, 200.0]), 0.9) for i in range(self.count)
+        ]
+
+
+def make_clip(path, frames: int = 12) -> None:
+    """Frames whose index is written as the grey level of the bottom-right corner."""
+    with VideoWriter(path, W, H, 25) as writer:
+        for i in range(frames):
+            image = np.full((H, W, 3), 40, np.uint8)
+            image[-40:, -40:] = 10 + 18 * i
+            writer.write(image)
+
+
+def frame_indices(path) -> list[int]:
+    with av.open(str(path)) as container:
+        return [
+            round((float(f.to_ndarray(format="gray")[-20, -20]) - 10) / 18) for f in container.decode(video=0)
+        ]
+
+
+def test_video_keeps_every_frame_in_order_and_writes_h264_json_csv(tmp_path) -> None:
+    clip, out = tmp_path / "in.mp4", tmp_path / "out.mp4"
+    make_clip(clip)
+    detector = FakeDetector()
+    pipeline = PosePipeline(PipelineConfig(knob=0.5), detector, model=EViTPose(TINY, 19))
+    frames = open_source(str(clip))
+    writer = open_writer(frames, str(clip), out)
+    summary = annotate_video(
+        frames,
+        pipeline,
+        writer,
+        Overlays(patches=True),
+        tmp_path / "r.json",
+        tmp_path / "r.csv",
+        progress=False,
+    )
+    assert summary.frames == 12 and not summary.interrupted
+    assert frame_indices(out) == list(range(12))
+    with av.open(str(out)) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "h264"
+        assert (stream.width, stream.height) == (W, H)
+        assert stream.average_rate == 25
+    assert detector.calls < 12  # the tracker carries boxes between detector runs
+    results = json.loads((tmp_path / "r.json").read_text())
+    assert len(results) == 24 and {r["image_id"] for r in results} == set(range(12))
+    assert {r["track_id"] for r in results} == {1, 2}
+    assert all(len(r["keypoints"]) == 51 for r in results)
+    assert len((tmp_path / "r.csv").read_text().splitlines()) == 1 + 24
+    assert summary.knobs == [0.5] * 12
+
+
+def test_a_clip_with_nobody_and_an_interrupted_run(tmp_path) -> None:
+    clip, out = tmp_path / "in.mp4", tmp_path / "out.mp4"
+    make_clip(clip, frames=6)
+    pipeline = PosePipeline(PipelineConfig(), FakeDetector(count=0), model=EMGPose(TINY, 19))
+    frames = open_source(str(clip))
+    summary = annotate_video(frames, pipeline, open_writer(frames, str(clip), out), progress=False)
+    assert summary.frames == 6 and max(summary.people) == 0
+    assert frame_indices(out) == list(range(6))
+
+    class Interrupting(FakeDetector):
+        def __call__(self, image: np.ndarray) -> list[Detection]:
+            if self.calls == 2:
+                raise KeyboardInterrupt
+            return super().__call__(image)
+
+    pipeline = PosePipeline(PipelineConfig(detect_every=1), Interrupting(), model=EViTPose(TINY, 19))
+    frames = open_source(str(clip))
+    summary = annotate_video(frames, pipeline, open_writer(frames, str(clip), out), progress=False)
+    assert summary.interrupted and summary.frames == 2
+    assert frame_indices(out) == [0, 1]  # a playable file of the frames done so far
+
+
+def test_budget_lowers_the_knob_as_people_arrive() -> None:
+    model = EViTPose(TINY, 19)
+    knob = model.knob
+    grid = knob.grid(5)
+    # Fake latency: 1 ms + 4 ms per crop at full keep ratio, proportional to the keep ratio.
+    cfg = PipelineConfig(budget_ms=12.0)
+    image = np.zeros((H, W, 3), np.uint8)
+    chosen = {}
+    for people in (1, 3, 8):
+        latency = LatencyModel(grid, np.ones(5), 4.0 * grid)
+        pipeline = PosePipeline(cfg, FakeDetector(people), model=model, latency=latency)
+        assert isinstance(pipeline.controller, BudgetController) and not pipeline.controller.is_fixed
+        chosen[people] = pipeline.step(Frame(0, image, 0.0)).knob
+    assert chosen[1] == pytest.approx(1.0)
+    assert chosen[1] > chosen[3] > chosen[8]
+
+
+def test_record_reaches_the_people(tmp_path) -> None:
+    image = np.random.default_rng(0).integers(0, 255, (H, W, 3), dtype=np.uint8)
+    evit = PosePipeline(PipelineConfig(knob=0.5), FakeDetector(1), model=EViTPose(TINY, 19))
+    person = evit.step(Frame(0, image, 0.0)).people[0]
+    assert [len(k) for k in person.record.kept_patches] == [96, 48, 24]
+    assert person.keypoints.shape == (19, 2) and person.scores.shape == (19,)
+    emg = PosePipeline(PipelineConfig(knob=1.0), FakeDetector(1), model=EMGPose(TINY, 19))
+    result = emg.step(Frame(0, image, 0.0))
+    record = result.people[0].record
+    assert record.granularity.shape == (8, 6) and set(np.unique(record.granularity)) == {1, 2, 3}
+    assert len(record.merge_groups) == 3 and record.token_boxes.shape[0] == len(record.merge_groups[0])
+    assert result.gflops > 0

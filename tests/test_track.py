@@ -1,0 +1,164 @@
+"""Tracker: box geometry, stable ids through gaps and crossings, track death, refinement, detection signal."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from poseapp.results import Detection
+from poseapp.skeleton import NUM_JOINTS
+from poseapp.track import BoxKalman, Tracker, iou_matrix, oks_matrix
+
+
+def box_at(cx: float, cy: float, w: float = 60.0, h: float = 160.0) -> np.ndarray:
+    return np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
+
+
+def dets(*boxes: np.ndarray) -> list[Detection]:
+    return [Detection(b, 0.9) for b in boxes]
+
+
+def test_iou_matrix_known_values():
+    a = np.array([[0, 0, 10, 10], [0, 0, 10, 10]], dtype=float)
+    b = np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]], dtype=float)
+    np.testing.assert_allclose(iou_matrix(a, b), [[1, 1 / 3, 0], [1, 1 / 3, 0]])
+    assert iou_matrix(np.zeros((0, 4)), b).shape == (0, 3)
+
+
+def test_oks_matrix_identity_and_scores():
+    rng = np.random.default_rng(0)
+    kp = rng.uniform(0, 100, (2, NUM_JOINTS, 2))
+    oks = oks_matrix(kp, kp)
+    np.testing.assert_allclose(np.diag(oks), 1.0)
+    assert oks[0, 1] < 0.5
+    # Joints below min_score on either side are ignored; no common joint means 0.
+    scores = np.zeros((2, NUM_JOINTS))
+    assert np.all(oks_matrix(kp, kp, scores, scores) == 0)
+    moved = kp[:1].copy()
+    moved[0, 0] += 50
+    scores_b = np.ones((1, NUM_JOINTS))
+    scores_b[0, 0] = 0
+    assert oks_matrix(moved, kp[:1], scores_b=scores_b)[0, 0] == pytest.approx(1.0)
+
+
+def test_box_kalman_learns_velocity():
+    kf = BoxKalman(box_at(100, 200))
+    for i in range(1, 15):
+        kf.predict()
+        kf.update(box_at(100 + 8 * i, 200))
+    for _ in range(15, 20):
+        kf.predict()
+    np.testing.assert_allclose(kf.box, box_at(100 + 8 * 19, 200), atol=8)
+
+
+@pytest.mark.parametrize("gap", ["none", "empty"])
+def test_same_id_through_detection_gap(gap):
+    tracker = Tracker()
+    ids = set()
+    for f in range(25):
+        box = box_at(100 + 10 * f, 200)
+        if 10 <= f < 15:
+            tracks = tracker.update(None if gap == "none" else [], f)
+            assert len(tracks) == 1 and iou_matrix(tracks[0].box, box)[0, 0] > 0.7  # coasting keeps up
+        else:
+            tracks = tracker.update(dets(box), f)
+        ids.update(t.id for t in tracks)
+    assert ids == {1}
+
+
+def test_dropped_frames_are_predicted_through():
+    tracker = Tracker()
+    for f in range(10):
+        tracker.update(dets(box_at(100 + 10 * f, 200)), f)
+    (track,) = tracker.update(None, 14)  # frames 10..13 never reached the tracker
+    assert track.misses == 5
+    np.testing.assert_allclose(track.box, box_at(240, 200), atol=6)
+
+
+def test_crossing_people_keep_ids():
+    tracker = Tracker()
+    rng = np.random.default_rng(1)
+    history: dict[int, list[float]] = {}
+    for f in range(40):
+        a, b = box_at(100 + 8 * f, 200), box_at(420 - 8 * f, 215)  # cross at f = 20
+        boxes = [a, b] if rng.random() < 0.5 else [b, a]
+        for t in tracker.update(dets(*boxes), f):
+            history.setdefault(t.id, []).append((t.box[0] + t.box[2]) / 2)
+    assert sorted(history) == [1, 2]
+    for xs in history.values():
+        assert len(xs) == 40
+        steps = np.sign(np.diff(xs))
+        assert np.all(steps == steps[0])  # each id keeps moving one way: no swap at the crossing
+
+
+def test_new_person_gets_new_id_and_ids_never_reused():
+    tracker = Tracker(max_misses=3)
+    (first,) = tracker.update(dets(box_at(100, 200)), 0)
+    tracks = tracker.update(dets(box_at(100, 200), box_at(500, 200)), 1)
+    assert [t.id for t in tracks] == [first.id, first.id + 1]
+    for f in range(2, 7):  # both leave
+        tracker.update([], f)
+    assert tracker.update([], 7) == []
+    (back,) = tracker.update(dets(box_at(100, 200)), 8)  # same place, but a new track
+    assert back.id == first.id + 2
+
+
+def test_track_dies_after_max_misses():
+    tracker = Tracker(max_misses=5)
+    tracker.update(dets(box_at(100, 200)), 0)
+    for f in range(1, 6):
+        assert len(tracker.update(None, f)) == 1, f  # survives max_misses unseen frames
+    assert tracker.update(None, 6) == []
+    assert tracker.lost_recently
+
+
+def test_min_hits_and_unconfirmed_drop():
+    tracker = Tracker(min_hits=2)
+    assert tracker.update(dets(box_at(100, 200)), 0) == []
+    assert [t.id for t in tracker.update(dets(box_at(102, 200)), 1)] == [1]
+    tracker.update(dets(box_at(104, 200), box_at(600, 200)), 2)  # id 2 tentative
+    tracker.update(dets(box_at(106, 200)), 3)  # ... and missed once: dropped
+    assert [t.id for t in tracker.update(dets(box_at(108, 200), box_at(600, 200)), 4)] == [1]
+
+
+def test_refine_moves_box_and_resets_misses():
+    tracker = Tracker(max_misses=3)
+    (track,) = tracker.update(dets(box_at(100, 200)), 0)
+    for f in range(1, 10):  # pose keeps seeing the person although the detector does not run
+        (track,) = tracker.update(None, f)
+        assert track.misses == 1
+        track = tracker.refine(track.id, box_at(100 + 5 * f, 200))
+    assert track.misses == 0 and track.hits == 1
+    assert 120 < (track.box[0] + track.box[2]) / 2 <= 145
+    with pytest.raises(KeyError):
+        tracker.refine(99, box_at(0, 0))
+
+
+def test_oks_cue_overrides_ambiguous_boxes():
+    rng = np.random.default_rng(2)
+    pose_a, pose_b = rng.uniform(0, 60, (2, NUM_JOINTS, 2)) + [100, 120]
+    for weight, follows_pose in ((0.0, False), (0.8, True)):
+        tracker = Tracker(oks_weight=weight)
+        tracker.update(dets(box_at(130, 200), box_at(150, 200)), 0)
+        tracker.refine(1, box_at(130, 200), pose_a)
+        tracker.refine(2, box_at(150, 200), pose_b)
+        # The overlapping boxes say nobody moved; the poses say the two swapped places.
+        swapped = np.stack([pose_a, pose_b])
+        tracks = tracker.update(dets(box_at(150, 200), box_at(130, 200)), 1, keypoints=swapped)
+        centre_1 = (tracks[0].box[0] + tracks[0].box[2]) / 2
+        assert (centre_1 > 140) == follows_pose, weight
+
+
+def test_needs_detection_signal():
+    tracker = Tracker(recent_frames=3, max_coast=5, max_misses=30)
+    tracker.update(dets(box_at(100, 200)), 0)
+    assert tracker.needs_detection(1)  # a new person just appeared
+    for f in range(1, 8):
+        (track,) = tracker.update(None, f)
+        tracker.refine(track.id, box_at(100, 200))
+    assert not tracker.needs_detection(8)  # stable scene, pose keeps the track measured
+    for f in range(8, 13):
+        tracker.update(None, f)
+    assert tracker.needs_detection(13)  # coasted max_coast frames without a measurement
+    tracker.update(dets(box_at(100, 200)), 13)
+    assert not tracker.needs_detection(14)
