@@ -5,7 +5,9 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -79,3 +81,77 @@ def format_table(name: str, knob_name: str, rows: list[BenchRow]) -> str:
             cells.append(f"{row.fine_share:.0%}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class PipelineBench:
+    name: str
+    frames: int
+    seconds: float
+    pose_ms_p50: float
+    pose_ms_p95: float
+    gflops_per_frame: float
+    max_people: int
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds
+
+    def row(self) -> str:
+        return (
+            f"| {self.name} | {self.frames} | {self.fps:.1f} | {self.pose_ms_p50:.1f} "
+            f"| {self.pose_ms_p95:.1f} | {self.gflops_per_frame:.2f} | {self.max_people} |"
+        )
+
+
+PIPELINE_HEADER = (
+    "| run | frames | end-to-end FPS | pose ms/frame p50 | pose ms/frame p95 | pose GFLOPs/frame "
+    "| max people |\n"
+    "|---|---|---|---|---|---|---|"
+)
+
+
+def bench_pipeline(name: str, clip: str, pipeline, width: int | None, out: Path) -> PipelineBench:
+    """The whole video job (decode, detect, track, pose, render, H.264 encode) over ``clip``."""
+    from .run import annotate_video, open_writer
+    from .video import ScaledSource, open_source
+
+    frames = open_source(clip)
+    if width:
+        frames = ScaledSource(frames, width)
+    summary = annotate_video(frames, pipeline, open_writer(frames, clip, out), progress=False)
+    ms = np.asarray(summary.pose_ms)
+    return PipelineBench(
+        name, summary.frames, summary.seconds, float(np.median(ms)), float(np.percentile(ms, 95)),
+        float(np.mean(summary.gflops)), max(summary.people),
+    )  # fmt: skip
+
+
+def bench_yolo_every_frame(
+    clip: str, weights: str, width: int | None, out: Path, device: str = "cpu"
+) -> PipelineBench:
+    """The reference: Ultralytics yolo11n-pose on every frame, drawn by its own plot(), same decode/encode."""
+    from ultralytics import YOLO
+
+    from .video import ScaledSource, VideoWriter, open_source
+
+    model = YOLO(str(Path(weights).resolve()), verbose=False)
+    frames = open_source(clip)
+    if width:
+        frames = ScaledSource(frames, width)
+    info = frames.info
+    pose_ms, people = [], []
+    start = time.perf_counter()
+    with frames, VideoWriter(out, info.width, info.height, info.fps) as writer:
+        for frame in frames:
+            t = time.perf_counter()
+            result = model.predict(frame.image, device=device, verbose=False)[0]
+            pose_ms.append(1000 * (time.perf_counter() - t))
+            people.append(len(result.boxes))
+            writer.write(result.plot())
+    seconds = time.perf_counter() - start
+    ms = np.asarray(pose_ms)
+    return PipelineBench(
+        "yolo11n-pose every frame", len(ms), seconds, float(np.median(ms)), float(np.percentile(ms, 95)),
+        float("nan"), max(people),
+    )  # fmt: skip

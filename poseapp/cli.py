@@ -35,21 +35,50 @@ def model_from_args(name: str, weights: str | None) -> torch.nn.Module:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from .bench import bench_model, format_table
+    from . import bench
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.pipeline:
+        return bench_pipelines(args)
     model = model_from_args(args.model, args.weights)
     knobs = args.knob or [model.knob.default]
     batches = tuple(args.batch)
     if args.runs < 1 or min(batches) < 1:
         raise UsageError("--runs and --batch must be positive")
-    rows = bench_model(model, knobs, batches, args.runs, args.warmup, resolve_device(args.device))
-    print(
-        format_table(
-            f"{args.model} on {args.device} ({torch.get_num_threads()} threads)", model.knob.name, rows
-        )
-    )
+    rows = bench.bench_model(model, knobs, batches, args.runs, args.warmup, resolve_device(args.device))
+    title = f"{args.model} on {args.device} ({torch.get_num_threads()} threads)"
+    print(bench.format_table(title, model.knob.name, rows))
+
+
+def bench_pipelines(args: argparse.Namespace) -> None:
+    """End-to-end FPS of the video job on a clip, then the same clip with yolo11n-pose on every frame."""
+    import tempfile
+
+    from . import bench
+    from .video import VideoError
+
+    if not args.weights:
+        from .pipeline import DEFAULT_WEIGHTS
+
+        args.weights = str(DEFAULT_WEIGHTS)
+    print(f"{args.pipeline} at {args.width or 'native'} px wide, {torch.get_num_threads()} threads")
+    print(bench.PIPELINE_HEADER)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            for budget in args.budget_ms or [None]:
+                args.budget_ms = budget
+                name = f"{Path(args.weights).stem}, " + (f"budget {budget} ms" if budget else "default knob")
+                result = bench.bench_pipeline(name, args.pipeline, pipeline_from_args(args), args.width,
+                                              Path(tmp) / "out.mp4")  # fmt: skip
+                print(result.row(), flush=True)
+            if args.compare_yolo:
+                yolo = bench.bench_yolo_every_frame(
+                    args.pipeline, args.detector, args.width, Path(tmp) / "y.mp4"
+                )
+                print(yolo.row(), flush=True)
+        except VideoError as exc:
+            raise UsageError(str(exc)) from exc
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -167,6 +196,8 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .detect import DEFAULT_DETECTOR
+
     parser = argparse.ArgumentParser(prog="main.py", description="PoseApp: real-time multi-person pose.")
     add_run_options(parser)
     sub = parser.add_subparsers(dest="command")
@@ -181,7 +212,19 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--warmup", type=int, default=3)
     bench.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     bench.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
-    bench.set_defaults(func=cmd_bench)
+    bench.add_argument("--pipeline", metavar="CLIP", help="time the whole video job on CLIP instead")
+    bench.add_argument(
+        "--width", type=int, default=1280, help="--pipeline: resize frames to this width (0: as is)"
+    )
+    bench.add_argument(
+        "--budget-ms", type=float, nargs="*", help="--pipeline: budgets to run (default: fixed knob)"
+    )
+    bench.add_argument(
+        "--compare-yolo", action="store_true", help="--pipeline: also yolo11n-pose on every frame"
+    )
+    bench.add_argument("--detector", default=str(DEFAULT_DETECTOR))
+    bench.add_argument("--detect-every", type=int, default=5)
+    bench.set_defaults(func=cmd_bench, keep_ratio=None, eta=None, no_smooth=False)
 
     tr = sub.add_parser("train", help="train a pose model (resumes from <out>/last.pt)")
     tr.add_argument("--model", default="evitpose_t")

@@ -520,3 +520,26 @@ class VideoWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class ScaledSource(FrameSource):
+    """Another source's frames resized to ``width`` pixels wide (aspect kept; area interpolation)."""
+
+    def __init__(self, source: FrameSource, width: int) -> None:
+        self.source = source
+        info = source.info
+        self.scale = width / info.width
+        height = max(2, round(info.height * self.scale))
+        self.info = SourceInfo(width, height, info.fps, info.frames, info.has_audio, info.live)
+
+    @property
+    def corrupt(self) -> int:
+        return self.source.corrupt
+
+    def __iter__(self) -> Iterator[Frame]:
+        size = (self.info.width, self.info.height)
+        for frame in self.source:
+            yield Frame(frame.index, cv2.resize(frame.image, size, interpolation=cv2.INTER_AREA), frame.time)
+
+    def close(self) -> None:
+        self.source.close()
