@@ -92,6 +92,10 @@ def cmd_train(args: argparse.Namespace) -> None:
             raise UsageError(f"--train {ann} {images}: need an annotation file and an image folder")
     if args.model not in MODEL_NAMES:
         raise UsageError(f"unknown model {args.model!r}; known: {', '.join(MODEL_NAMES)}")
+    if args.stem == "yolo" and args.model.startswith("emgpose"):
+        raise UsageError("EMGPose re-cuts patches at three scales and needs --stem patch")
+    if args.stem == "yolo" and not Path(args.stem_weights).is_file():
+        raise UsageError(f"--stem yolo needs the teacher checkpoint {args.stem_weights} (run ./setup.sh)")
     cfg = TrainConfig(
         model=args.model, stem=args.stem, stem_weights=args.stem_weights, train=pairs, holdout=args.holdout,
         out=args.out, epochs=args.epochs, batch=args.batch, lr=args.lr, loss=args.loss,

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from .data import AugmentConfig, PoseDataset, load_people, split_people
 from .evaluate import pck_on_people
+from .inference import keypoints_from_logits
 from .losses import LOSSES, object_keypoint_similarity, quality_loss
 from .models import EMGPose, EViTPose, create_model, save_model
 from .models.stem import YoloStem
@@ -106,8 +107,6 @@ def training_loss(model: nn.Module, batch, knob: float | None, cfg: TrainConfig,
     if out.coarse_heatmaps is not None:
         loss = loss + loss_fn(out.coarse_heatmaps, batch.target, batch.weight)
         if epoch >= cfg.quality_from_epoch:
-            from .inference import keypoints_from_logits
-
             with torch.no_grad():
                 coarse_xy, _ = keypoints_from_logits(out.coarse_heatmaps)
                 truth, visible = batch.joints[..., :2], batch.weight
@@ -153,7 +152,7 @@ def train(cfg: TrainConfig) -> Path:
     val_set = PoseDataset(holdout, train=False)
 
     model = build_model(cfg).to(device)
-    params = [p for p in model.parameters()]
+    params = list(model.parameters())
     decay = [p for p in params if p.ndim > 1]
     no_decay = [p for p in params if p.ndim <= 1]
     optimizer = torch.optim.AdamW(
