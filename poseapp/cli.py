@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from .models import MODEL_NAMES, WeightsError, create_model, load_model
+from .models import MODEL_NAMES, WeightsError, create_model, load_model, prepare_for_inference
 
 
 class UsageError(Exception):
@@ -25,13 +25,13 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def model_from_args(name: str, weights: str | None) -> torch.nn.Module:
+def model_from_args(name: str, weights: str | None, stem: str = "patch") -> torch.nn.Module:
     """A model by zoo name (random weights, enough for speed and FLOPs) or from a checkpoint."""
     if weights:
-        return load_model(weights, expect=name)
+        return prepare_for_inference(load_model(weights, expect=name))
     if name not in MODEL_NAMES:
         raise UsageError(f"unknown model {name!r}; known: {', '.join(MODEL_NAMES)}")
-    return create_model(name).eval()
+    return prepare_for_inference(create_model(name, **({"stem": stem} if stem != "patch" else {})))
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -41,7 +41,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     if args.pipeline:
         return bench_pipelines(args)
-    model = model_from_args(args.model, args.weights)
+    model = model_from_args(args.model, args.weights, args.stem)
     knobs = args.knob or [model.knob.default]
     batches = tuple(args.batch)
     if args.runs < 1 or min(batches) < 1:
@@ -208,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="GFLOPs and measured milliseconds per crop for each knob value")
     bench.add_argument("--model", default="evitpose_t", help=f"one of {', '.join(MODEL_NAMES)}")
     bench.add_argument("--weights", help="checkpoint to load instead of random weights")
+    bench.add_argument("--stem", default="patch", choices=["patch", "yolo"], help="random model's embedding")
     bench.add_argument(
         "--knob", type=float, nargs="+", help="knob values (keep ratio / eta); default: model's"
     )

@@ -19,7 +19,7 @@ from torch import nn
 from .budget import BudgetController, LatencyModel
 from .flops import count_macs
 from .inference import keypoints_from_logits
-from .models import PoseOutput, load_model
+from .models import PoseOutput, load_model, prepare_for_inference
 from .results import Detection, Frame, FrameResult, Person, PoseRecord
 from .smoothing import KeypointSmoother
 from .track import Tracker
@@ -98,7 +98,9 @@ class PosePipeline:
     ) -> None:
         self.cfg = cfg
         self.device = torch.device(cfg.device)
-        self.model = (model if model is not None else load_model(cfg.weights)).to(self.device).eval()
+        self.model = prepare_for_inference(model if model is not None else load_model(cfg.weights)).to(
+            self.device
+        )
         self.detector = detector
         self.tracker = Tracker()
         self.smoother = KeypointSmoother(cfg.min_cutoff, cfg.beta, enabled=cfg.smoothing)

@@ -82,3 +82,16 @@ def test_stem_initialised_from_yolo_equals_the_teachers_layers(yolo_pose_weights
     assert expected.shape == (2, 128, 16, 12)
     assert not stem.body.training and not any(p.requires_grad for p in stem.body.parameters())
     assert stem(x).shape == (2, 16 * 12, 64)
+
+
+def test_fusing_the_stem_for_inference_keeps_the_output() -> None:
+    from poseapp.models import create_model, prepare_for_inference
+
+    model = create_model("evitpose_t", stem="yolo").eval()
+    x = torch.rand(2, 3, 256, 192)
+    with torch.no_grad():
+        before = model(x, 0.7).heatmaps
+        prepare_for_inference(model)
+        after = model(x, 0.7).heatmaps
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.patch_embed.modules())
+    torch.testing.assert_close(after, before, atol=1e-4, rtol=1e-4)

@@ -5,9 +5,9 @@ from .evitpose import EViTPose
 from .knob import Knob
 from .record import PoseOutput
 from .vitpose import ViTPose
-from .zoo import MODEL_NAMES, WeightsError, create_model, load_model, save_model
+from .zoo import MODEL_NAMES, WeightsError, create_model, load_model, prepare_for_inference, save_model
 
 __all__ = [
     "EMGPose", "EViTPose", "Knob", "MODEL_NAMES", "PoseOutput", "ViTPose", "WeightsError",
-    "create_model", "load_model", "save_model",
+    "create_model", "load_model", "prepare_for_inference", "save_model",
 ]  # fmt: skip

@@ -53,6 +53,17 @@ class YoloStem(nn.Module):
             p.requires_grad_(not frozen)
         self.body.train(not frozen and self.training)
 
+    def fuse(self) -> None:
+        """Fold every BatchNorm into its convolution (inference only: the state dict changes shape)."""
+        from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+        self.eval()
+        for module in self.body.modules():
+            if isinstance(getattr(module, "bn", None), nn.BatchNorm2d) and hasattr(module, "forward_fuse"):
+                module.conv = fuse_conv_bn_eval(module.conv, module.bn)
+                del module.bn
+                module.forward = module.forward_fuse
+
     def train(self, mode: bool = True) -> YoloStem:
         super().train(mode)
         if not next(self.body.parameters()).requires_grad:

@@ -14,6 +14,7 @@ from torch import nn
 from ..skeleton import NUM_JOINTS
 from .emgpose import EMGPose
 from .evitpose import EViTPose
+from .stem import YoloStem
 from .vit import SIZES
 from .vitpose import ViTPose
 
@@ -63,6 +64,14 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         raise WeightsError(
             f"{path} is not a PoseApp checkpoint (expected safetensors with an arch): {exc}"
         ) from exc
+
+
+def prepare_for_inference(model: nn.Module) -> nn.Module:
+    """Eval mode, with a convolutional stem's BatchNorms folded into its convolutions."""
+    model.eval()
+    if isinstance(getattr(model, "patch_embed", None), YoloStem):
+        model.patch_embed.fuse()
+    return model
 
 
 def load_model(path: str | Path, expect: str | None = None) -> nn.Module:
