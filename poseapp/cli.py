@@ -106,6 +106,89 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"best checkpoint: {best}")
 
 
+def teacher_from_args(name: str, path: str | None, device: str):
+    """A teacher by name (``movenet`` or ``yolo``), from ``path`` or its default file."""
+    from .teachers import DEFAULT_MOVENET, DEFAULT_YOLO_POSE, MoveNetTeacher, YoloPoseTeacher
+
+    try:
+        if name == "movenet":
+            return MoveNetTeacher(path or DEFAULT_MOVENET)
+        return YoloPoseTeacher(path or DEFAULT_YOLO_POSE, device=device)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    import json
+    import warnings
+
+    from .detect import DEFAULT_DETECTOR, PersonDetector
+    from .evaluate import evaluate
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not Path(args.ann).is_file() or not Path(args.images).is_dir():
+        raise UsageError(f"--ann {args.ann} --images {args.images}: need a json and its image folder")
+    if bool(args.weights) == bool(args.teacher):
+        raise UsageError("give --weights CHECKPOINT or --teacher movenet|yolo (one of them)")
+    device = resolve_device(args.device)
+    if args.teacher:
+        estimator = teacher_from_args(args.teacher, args.teacher_path, device)
+        name, knobs = estimator.name, [None]
+    else:
+        estimator = prepare_for_inference(load_model(args.weights))
+        name, knobs = estimator.arch, args.knob or [estimator.knob.default]
+    detector = None
+    if args.boxes == "detect" and (args.detector or not hasattr(estimator, "detect_people")):
+        try:
+            detector = PersonDetector(args.detector or DEFAULT_DETECTOR, device=device)
+        except (FileNotFoundError, ValueError) as exc:
+            raise UsageError(str(exc)) from exc
+    for knob in knobs:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                report = evaluate(estimator, args.ann, args.images, knob, args.boxes, detector, device)
+            except (OSError, ValueError, KeyError) as exc:
+                raise UsageError(f"{args.ann}: {exc}") from exc
+        for warning in caught:
+            print(f"note: {warning.message}", file=sys.stderr)
+        print(f"{name} ({args.boxes} boxes): {report.summary()}", flush=True)
+        if args.results:
+            suffix = "" if knob is None or len(knobs) == 1 else f"_knob{knob:g}"
+            path = Path(args.results)
+            path = path.with_name(f"{path.stem}{suffix}{path.suffix}")
+            path.write_text(json.dumps(report.results))
+            print(f"wrote {path}")
+
+
+def cmd_label(args: argparse.Namespace) -> None:
+    from .label import label_images
+    from .teachers import YoloPoseTeacher
+
+    source = Path(args.source)
+    if not source.exists():
+        raise UsageError(f"--source {source} does not exist")
+    if args.fill_only and not (Path(args.fill_only).is_file() and source.is_dir()):
+        raise UsageError("--fill-only needs a COCO keypoint json and --source its image folder")
+    if args.every < 1:
+        raise UsageError("--every must be at least 1")
+    device = resolve_device(args.device)
+    teacher = teacher_from_args(args.teacher, args.teacher_path, device)
+    boxer = None
+    if not args.fill_only and not isinstance(teacher, YoloPoseTeacher):
+        boxer = teacher_from_args("yolo", args.detector, device)
+    try:
+        summary = label_images(
+            teacher, source, args.out, fill_only=args.fill_only, every=args.every, boxer=boxer,
+            min_box_score=args.min_box_score, min_confidence=args.min_confidence,
+        )  # fmt: skip
+    except (OSError, ValueError, KeyError) as exc:
+        raise UsageError(str(exc)) from exc
+    print(f"wrote {summary.out_json}: {summary.people} people in {summary.images} images "
+          f"(images in {summary.image_dir})")  # fmt: skip
+
+
 def pipeline_from_args(args: argparse.Namespace):
     """The detector + tracker + pose pipeline the run options describe."""
     from .detect import PersonDetector
@@ -257,6 +340,41 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--time-limit", type=float, default=0.0, help="minutes; stop cleanly after")
     tr.add_argument("--max-steps", type=int, default=0)
     tr.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("eval", help="COCO keypoint AP, PCK@0.2 and GFLOPs of a model or a teacher")
+    ev.add_argument("--ann", required=True, help="COCO keypoint json (scored on the joints it shares)")
+    ev.add_argument("--images", required=True, help="the json's image folder")
+    ev.add_argument("--weights", help="PoseApp checkpoint to evaluate")
+    ev.add_argument("--teacher", choices=["movenet", "yolo"], help="evaluate a teacher instead")
+    ev.add_argument("--teacher-path", help="teacher model file (default: its usual place)")
+    ev.add_argument("--knob", type=float, nargs="+", help="knob values to evaluate; default: model's")
+    ev.add_argument(
+        "--boxes", default="gt", choices=["gt", "detect"], help="ground-truth boxes or detected people"
+    )
+    ev.add_argument(
+        "--detector", help="--boxes detect: person detector (default yolo11n-pose; --teacher yolo: its own)"
+    )
+    ev.add_argument("--results", help="write the COCO keypoint results json here")
+    ev.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    ev.add_argument("--threads", type=int, default=0)
+    ev.set_defaults(func=cmd_eval)
+
+    lb = sub.add_parser("label", help="pseudo-label an image folder or a video with a teacher")
+    lb.add_argument("--source", required=True, help="image folder or video file")
+    lb.add_argument("--out", required=True, help="COCO keypoint json to write (video frames: images/ beside)")
+    lb.add_argument("--teacher", default="movenet", choices=["movenet", "yolo"])
+    lb.add_argument("--teacher-path", help="teacher model file (default: its usual place)")
+    lb.add_argument("--detector", help="YOLO pose checkpoint that finds the people (default yolo11n-pose)")
+    lb.add_argument(
+        "--fill-only",
+        metavar="ANN",
+        help="human-labelled json of --source: keep its labels, fill only the joints its skeleton lacks",
+    )
+    lb.add_argument("--every", type=int, default=5, help="video: label every k-th frame")
+    lb.add_argument("--min-box-score", type=float, default=0.5, help="people kept from the detector")
+    lb.add_argument("--min-confidence", type=float, default=0.3, help="joints below are written v=0")
+    lb.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    lb.set_defaults(func=cmd_label)
     return parser
 
 

@@ -1,19 +1,40 @@
-"""Accuracy: top-down predictions on a dataset's people, PCK, and COCO keypoint AP."""
+"""Accuracy: top-down predictions on a dataset's people, PCK, and COCO keypoint AP.
+
+``evaluate`` runs anything with the ``PoseEstimator`` interface (a PoseApp model through
+``ModelEstimator``, or a teacher from ``poseapp.teachers``) on a COCO keypoint file, with the ground-truth
+boxes or with a person detector's, and scores it on the joints the dataset and the estimator share.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import io
+import json
+import warnings
+from collections.abc import Callable, Collection, Sequence
+from contextlib import redirect_stdout
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
+from typing import Any, Literal, Protocol
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .data import PoseDataset
+from .data import BOX_PADDING, Person, PoseDataset, load_people
 from .flops import count_macs
 from .inference import keypoints_from_logits
-from .skeleton import INDEX
-from .transforms import heatmaps_to_image
+from .skeleton import INDEX, JOINTS, NUM_JOINTS, SIGMAS, joint_mapping
+from .transforms import box_to_center_scale, crop_image, crop_matrix, heatmaps_to_image
+
+AP_KEYS: tuple[str, ...] = ("AP", "AP50", "AP75", "APm", "APl", "AR")
+"""The first six of ``COCOeval.stats`` for keypoints, in that order."""
+PCK_THRESHOLD = 0.2
+MATCH_IOU = 0.5
+"""With detected boxes, a ground-truth person is found by the prediction whose box overlaps it most, if
+at least this much; PCK counts every joint of a person not found as wrong."""
 
 
 @dataclass
@@ -24,6 +45,88 @@ class Predictions:
     """(N, J) in [0, 1]."""
     gflops: np.ndarray
     """(N,) 10^9 multiply-adds spent on each person."""
+
+    @classmethod
+    def empty(cls) -> Predictions:
+        return cls(np.zeros((0, NUM_JOINTS, 2)), np.zeros((0, NUM_JOINTS)), np.zeros(0))
+
+
+@dataclass
+class PosedPeople:
+    """The people an end-to-end estimator found in one image."""
+
+    boxes: np.ndarray
+    """(N, 4) x0, y0, x1, y1 image pixels."""
+    box_scores: np.ndarray
+    """(N,)"""
+    pose: Predictions
+
+
+class PoseEstimator(Protocol):
+    """Top-down keypoints on the unified skeleton for given person boxes of one image."""
+
+    joints: tuple[str, ...]
+    """Names (of ``skeleton.JOINTS``) it predicts; the other joints come back with score 0."""
+
+    def predict(
+        self, image_bgr: np.ndarray, boxes_xywh: np.ndarray, knob: float | None = None
+    ) -> Predictions: ...
+
+
+Detector = Callable[[np.ndarray], Sequence[Any]]
+"""``image_bgr -> [(box_xyxy, score), ...]``, or objects with ``.box`` and ``.score`` (``Detection``)."""
+
+
+def eval_crop_matrix(box_xywh: np.ndarray) -> np.ndarray:
+    """The image->crop matrix of an eval-mode ``PoseDataset`` for a person box."""
+    return crop_matrix(*box_to_center_scale(box_xywh, padding=BOX_PADDING))
+
+
+class ModelEstimator:
+    """A PoseApp model as a ``PoseEstimator``: eval crops of the boxes, one batch per image."""
+
+    joints = JOINTS
+
+    def __init__(self, model: nn.Module, device: str | torch.device = "cpu") -> None:
+        if model.num_joints != NUM_JOINTS:
+            raise ValueError(f"model predicts {model.num_joints} joints, the skeleton has {NUM_JOINTS}")
+        self.model = model.to(device).eval()
+        self.device = device
+
+    @torch.no_grad()
+    def predict(
+        self, image_bgr: np.ndarray, boxes_xywh: np.ndarray, knob: float | None = None
+    ) -> Predictions:
+        if len(boxes_xywh) == 0:
+            return Predictions.empty()
+        rgb = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
+        matrices = np.stack([eval_crop_matrix(box) for box in boxes_xywh])
+        crops = np.stack([crop_image(rgb, m) for m in matrices])
+        x = torch.from_numpy(crops).permute(0, 3, 1, 2).float().div_(255).to(self.device)
+        out = self.model(x, knob)
+        coords, scores = keypoints_from_logits(out.heatmaps)
+        xy = heatmaps_to_image(coords.cpu().double(), matrices).numpy()
+        return Predictions(xy, scores.cpu().double().numpy(), count_macs(self.model, out).cpu().numpy() / 1e9)
+
+
+@dataclass
+class EvalReport:
+    ap: dict[str, float]
+    """``AP_KEYS`` -> COCO keypoint value on the shared joints (NaN: nothing to score)."""
+    pck: float
+    """PCK@0.2 of the torso (left shoulder - right hip) over the shared joints; NaN without a torso."""
+    gflops: float
+    """Mean 10^9 multiply-adds per person posed (NaN for teachers)."""
+    knob: float | None
+    people: int
+    """Ground-truth people scored."""
+    results: list[dict] = field(repr=False)
+    """COCO keypoint results, keypoints in the dataset's joint order."""
+
+    def summary(self) -> str:
+        ap = " ".join(f"{key} {self.ap[key]:.3f}" for key in AP_KEYS)
+        knob = "" if self.knob is None else f" knob {self.knob:g}"
+        return f"{ap} PCK@0.2 {self.pck:.3f} GFLOPs/person {self.gflops:.3f}{knob} ({self.people} people)"
 
 
 @torch.no_grad()
@@ -46,9 +149,9 @@ def predict_dataset(
     return Predictions(np.concatenate(xy), np.concatenate(scores), np.concatenate(macs) / 1e9)
 
 
-def pck(pred: np.ndarray, truth: np.ndarray, visible: np.ndarray, threshold: float = 0.2) -> float:
+def pck(pred: np.ndarray, truth: np.ndarray, visible: np.ndarray, threshold: float = PCK_THRESHOLD) -> float:
     """PCK@threshold of the torso size (left shoulder to right hip), over labelled joints of people whose
-    torso is labelled. pred, truth: (N, J, 2); visible: (N, J)."""
+    torso is labelled. pred, truth: (N, J, 2); visible: (N, J). A NaN prediction counts as wrong."""
     ls, rh = INDEX["left_shoulder"], INDEX["right_hip"]
     has_torso = (visible[:, ls] > 0) & (visible[:, rh] > 0)
     torso = np.linalg.norm(truth[:, ls] - truth[:, rh], axis=-1)
@@ -68,3 +171,279 @@ def pck_on_people(
     truth = np.stack([p.xy for p in dataset.people])
     visible = np.stack([p.visibility for p in dataset.people])
     return pck(preds.xy, truth, visible)
+
+
+def _read_coco(ann_file: str | PathLike[str]) -> tuple[dict, dict, list[str]]:
+    """The file's data, its person category (the first) and that category's joint names."""
+    with open(ann_file, encoding="utf-8") as f:
+        data = json.load(f)
+    category = (data.get("categories") or [{}])[0]
+    names = category.get("keypoints")
+    if not names:
+        raise ValueError(f"{ann_file}: categories[0]['keypoints'] (the joint names) is missing or empty")
+    return data, category, list(names)
+
+
+def shared_joints(
+    names: Sequence[str], model_joints: Collection[str] = JOINTS
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(positions, unified)``: which of a dataset's joints (``names``, its order) are scored, and their
+    indices in ``JOINTS``: those the unified skeleton knows (so they have an OKS sigma) and the model has."""
+    unified = joint_mapping(names)
+    positions = np.array(
+        [i for i, u in enumerate(unified) if u >= 0 and JOINTS[u] in model_joints], dtype=np.int64
+    )
+    return positions, unified[positions]
+
+
+def _extent(xy: np.ndarray) -> list[float]:
+    """``[x, y, w, h]`` of the points ``(K, 2)`` (zeros for none)."""
+    if len(xy) == 0:
+        return [0.0, 0.0, 0.0, 0.0]
+    low, high = xy.min(axis=0), xy.max(axis=0)
+    return [float(low[0]), float(low[1]), float(high[0] - low[0]), float(high[1] - low[1])]
+
+
+def _coco(images: list[dict], category_id: int, annotations: list[dict]) -> Any:
+    from pycocotools.coco import COCO
+
+    coco = COCO()
+    coco.dataset = {"images": images, "categories": [{"id": category_id}], "annotations": annotations}
+    with redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def _shared_truth(
+    ann: dict, number: int, category_id: int, positions: np.ndarray, names: Sequence[str]
+) -> dict:
+    """A ground-truth annotation cut down to the shared joints. Ids are renumbered from 1 (COCOeval reads
+    id 0 as "unmatched"); a missing bbox or area is taken from the labelled joints or the box."""
+    keypoints = np.asarray(ann.get("keypoints") or np.zeros(3 * len(names)), dtype=np.float64)
+    keypoints = keypoints.reshape(len(names), 3)[positions]
+    labelled = keypoints[keypoints[:, 2] > 0, :2]
+    box = ann.get("bbox") or _extent(labelled)
+    return {
+        "id": number,
+        "image_id": ann["image_id"],
+        "category_id": category_id,
+        "iscrowd": int(ann.get("iscrowd", 0)),
+        "keypoints": keypoints.ravel().tolist(),
+        "num_keypoints": len(labelled),
+        "bbox": box,
+        "area": float(ann.get("area") or box[2] * box[3]),
+    }
+
+
+def _shared_result(result: dict, number: int, positions: np.ndarray, joints: int) -> dict:
+    keypoints = np.asarray(result["keypoints"], dtype=np.float64).reshape(joints, 3)[positions]
+    box = _extent(keypoints[:, :2])  # as COCO.loadRes does for keypoint results
+    return {
+        "id": number,
+        "image_id": result["image_id"],
+        "category_id": result["category_id"],
+        "keypoints": keypoints.ravel().tolist(),
+        "score": float(result["score"]),
+        "bbox": box,
+        "area": box[2] * box[3],
+    }
+
+
+def coco_keypoint_ap(
+    ann_file: str | PathLike[str], results: list[dict], model_joints: Collection[str] = JOINTS
+) -> dict[str, float]:
+    """COCO keypoint AP/AP50/AP75/APm/APl/AR (pycocotools) of ``results`` on the joints of ``ann_file``
+    that the model predicts (``model_joints``, unified names), each with its ``skeleton.SIGMAS`` value.
+
+    ``results`` are COCO keypoint results in the file's joint order. Only the file's first category
+    is scored. Without people or shared joints to score, every value is NaN (with a warning).
+    """
+    from pycocotools.cocoeval import COCOeval
+
+    data, category, names = _read_coco(ann_file)
+    category_id = category.get("id", 1)
+    positions, unified = shared_joints(names, model_joints)
+    truth = [
+        _shared_truth(ann, number, category_id, positions, names)
+        for number, ann in enumerate(
+            (a for a in data["annotations"] if a.get("category_id", category_id) == category_id), start=1
+        )
+    ]
+    if len(positions) == 0 or not any(t["num_keypoints"] and not t["iscrowd"] for t in truth):
+        warnings.warn(f"{ann_file}: no labelled people on joints the model shares; AP is NaN", stacklevel=2)
+        return dict.fromkeys(AP_KEYS, float("nan"))
+    image_ids = {image["id"] for image in data["images"]}
+    unknown = {r["image_id"] for r in results} - image_ids
+    if unknown:
+        raise ValueError(f"results refer to images not in {ann_file}: {sorted(unknown)[:5]}")
+
+    images = [{"id": image_id} for image_id in sorted(image_ids)]
+    gt = _coco(images, category_id, truth)
+    dt = _coco(
+        images, category_id, [_shared_result(r, i, positions, len(names)) for i, r in enumerate(results, 1)]
+    )
+    coco_eval = COCOeval(gt, dt, iouType="keypoints")
+    coco_eval.params.kpt_oks_sigmas = SIGMAS[unified]
+    with redirect_stdout(io.StringIO()):
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+        coco_eval.summarize()
+    return {
+        key: (float(v) if v >= 0 else float("nan"))
+        for key, v in zip(AP_KEYS, coco_eval.stats[: len(AP_KEYS)], strict=True)
+    }
+
+
+def xyxy_to_xywh(boxes: np.ndarray) -> np.ndarray:
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
+
+
+def box_iou(a_xywh: np.ndarray, b_xywh: np.ndarray) -> np.ndarray:
+    """(N, M) intersection over union of boxes ``(N, 4)`` and ``(M, 4)`` given as x, y, w, h."""
+    a, b = a_xywh[:, None], b_xywh[None]
+    low = np.maximum(a[..., :2], b[..., :2])
+    high = np.minimum(a[..., :2] + a[..., 2:], b[..., :2] + b[..., 2:])
+    inter = np.prod(np.clip(high - low, 0, None), axis=-1)
+    union = np.prod(a[..., 2:], axis=-1) + np.prod(b[..., 2:], axis=-1) - inter
+    return inter / np.maximum(union, 1e-12)
+
+
+def to_results(
+    image_id: int,
+    category_id: int,
+    pose: Predictions,
+    box_scores: np.ndarray,
+    names: Sequence[str],
+    model_joints: Collection[str] = JOINTS,
+) -> list[dict]:
+    """COCO keypoint results in the dataset's joint order (``names``); joints the model lacks are 0, 0, 0.
+    The score is the box score times the mean score of the shared joints."""
+    positions, unified = shared_joints(names, model_joints)
+    results = []
+    for xy, scores, box_score in zip(pose.xy, pose.scores, box_scores, strict=True):
+        keypoints = np.zeros((len(names), 3))
+        keypoints[positions] = np.column_stack([xy[unified], scores[unified]])
+        joint_score = scores[unified].mean() if len(unified) else 0.0
+        results.append(
+            {
+                "image_id": int(image_id),
+                "category_id": int(category_id),
+                "keypoints": keypoints.ravel().tolist(),
+                "score": float(box_score * joint_score),
+            }
+        )
+    return results
+
+
+@dataclass
+class _Posed:
+    """The people posed in one image."""
+
+    image_id: int
+    boxes_xywh: np.ndarray
+    box_scores: np.ndarray
+    pose: Predictions
+
+
+def read_bgr(path: str) -> np.ndarray:
+    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    if image is None:
+        raise OSError(f"cannot read image {path}")
+    return image
+
+
+def _detected(detector: Detector, image_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(boxes_xywh, scores)`` of a detector's answer."""
+    pairs = [(d.box, d.score) if hasattr(d, "box") else d for d in detector(image_bgr)]
+    boxes = xyxy_to_xywh(np.array([box for box, _ in pairs], dtype=np.float64))
+    return boxes, np.array([score for _, score in pairs], dtype=np.float64)
+
+
+def _pose_image(
+    estimator: PoseEstimator,
+    image_bgr: np.ndarray,
+    image_id: int,
+    knob: float | None,
+    truth_boxes: np.ndarray | None,
+    detector: Detector | None,
+) -> _Posed:
+    if truth_boxes is not None:
+        boxes, scores = truth_boxes, np.ones(len(truth_boxes))
+    elif detector is not None:
+        boxes, scores = _detected(detector, image_bgr)
+    else:
+        found: PosedPeople = estimator.detect_people(image_bgr)
+        return _Posed(image_id, xyxy_to_xywh(found.boxes), found.box_scores, found.pose)
+    return _Posed(image_id, boxes, scores, estimator.predict(image_bgr, boxes, knob))
+
+
+def _matched_xy(people: list[Person], posed: dict[int, _Posed]) -> np.ndarray:
+    """(N, J, 2) the pose of the prediction whose box overlaps each person's most (NaN if none does by
+    ``MATCH_IOU``). With ground-truth boxes every person matches its own box."""
+    xy = np.full((len(people), NUM_JOINTS, 2), np.nan)
+    for i, person in enumerate(people):
+        found = posed.get(person.image_id)
+        if found is None or len(found.boxes_xywh) == 0:
+            continue
+        iou = box_iou(person.box_xywh[None], found.boxes_xywh)[0]
+        if iou.max() >= MATCH_IOU:
+            xy[i] = found.pose.xy[iou.argmax()]
+    return xy
+
+
+def evaluate(
+    estimator: nn.Module | PoseEstimator,
+    ann_file: str | PathLike[str],
+    image_dir: str | PathLike[str],
+    knob: float | None = None,
+    boxes: Literal["gt", "detect"] = "gt",
+    detector: Detector | None = None,
+    device: str | torch.device = "cpu",
+) -> EvalReport:
+    """Pose the people of a COCO keypoint file and score them (see ``EvalReport``).
+
+    ``boxes="gt"``: top-down on every labelled person's box (``load_people``). ``boxes="detect"``: on
+    every image, top-down on ``detector``'s boxes, or, without a detector, the estimator's own end-to-end
+    ``detect_people``. A PoseApp model (``nn.Module``) runs through ``ModelEstimator`` on ``device``.
+    """
+    if boxes not in ("gt", "detect"):
+        raise ValueError(f"boxes must be 'gt' or 'detect', got {boxes!r}")
+    knob_used = None
+    if isinstance(estimator, nn.Module):
+        estimator = ModelEstimator(estimator, device)
+        knob_used = estimator.model.knob.clamp(knob)
+    if boxes == "detect" and detector is None and not hasattr(estimator, "detect_people"):
+        raise ValueError("boxes='detect' needs a detector: this estimator does not find people itself")
+    data, category, names = _read_coco(ann_file)
+    category_id = category.get("id", 1)
+    people = load_people(ann_file, image_dir)
+    by_image: dict[int, list[Person]] = {}
+    for person in people:
+        by_image.setdefault(person.image_id, []).append(person)
+    files = {image["id"]: image["file_name"] for image in data["images"]}
+    image_ids = sorted(by_image) if boxes == "gt" else sorted(files)
+
+    posed: dict[int, _Posed] = {}
+    for image_id in image_ids:
+        image = read_bgr(str(Path(image_dir) / files[image_id]))
+        truth = np.stack([p.box_xywh for p in by_image[image_id]]) if boxes == "gt" else None
+        posed[image_id] = _pose_image(estimator, image, image_id, knob, truth, detector)
+
+    results = [
+        result
+        for p in posed.values()
+        for result in to_results(p.image_id, category_id, p.pose, p.box_scores, names, estimator.joints)
+    ]
+    model_mask = np.isin(np.array(JOINTS), estimator.joints)
+    visible = np.array([p.visibility for p in people]).reshape(-1, NUM_JOINTS) * model_mask
+    truth_xy = np.array([p.xy for p in people]).reshape(-1, NUM_JOINTS, 2)
+    gflops = np.concatenate([p.pose.gflops for p in posed.values()] + [np.zeros(0)])
+    return EvalReport(
+        ap=coco_keypoint_ap(ann_file, results, estimator.joints),
+        pck=pck(_matched_xy(people, posed), truth_xy, visible),
+        gflops=float(gflops.mean()) if len(gflops) else float("nan"),
+        knob=knob_used,
+        people=len(people),
+        results=results,
+    )

@@ -326,3 +326,22 @@ def test_workers_differ_and_torch_seed_reproduces(person):
     # One person four times: identical crops would mean the two workers drew the same augmentation.
     assert len({tuple(m.flatten().tolist()) for m in first}) == 4
     assert not torch.equal(torch.cat([batch.matrix for batch in loader]), first)  # the next epoch differs
+
+
+def test_teacher_confidences_become_joint_weights(tmp_path) -> None:
+    names = ["nose", "left_eye", "neck"]
+    img = tmp_path / "a.jpg"
+    cv2.imwrite(str(img), np.zeros((100, 80, 3), np.uint8))
+    ann = {
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 80, "height": 100}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 60, 80],
+                         "keypoints": [40, 30, 2, 45, 28, 2, 40, 50, 2], "keypoint_scores": [0.9, 0.4, 0.7]}],
+        "categories": [{"id": 1, "name": "person", "keypoints": names}],
+    }  # fmt: skip
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(ann))
+    (person,) = load_people(path, tmp_path)
+    assert person.confidence[INDEX["nose"]] == 0.9 and person.confidence[INDEX["neck"]] == 0.7
+    sample = PoseDataset([person], train=False)[0]
+    assert sample.weight[INDEX["left_eye"]] == pytest.approx(0.4)
+    assert sample.weight[INDEX["left_ankle"]] == 0

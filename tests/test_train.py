@@ -23,7 +23,7 @@ def write_dataset(folder, people: int = 6) -> tuple[str, str]:
         joints = np.column_stack([rng.uniform(20, 70, 17), rng.uniform(10, 110, 17), np.full(17, 2)])
         images.append({"id": i, "file_name": f"{i}.jpg", "width": 90, "height": 120})
         annotations.append({"id": i, "image_id": i, "category_id": 1, "keypoints": joints.ravel().tolist(),
-                            "num_keypoints": 17, "bbox": [15, 5, 60, 110], "area": 6600, "iscrowd": 0})  # fmt: skip
+                            "bbox": [15, 5, 60, 110], "area": 6600, "iscrowd": 0})  # fmt: skip
     ann = {"images": images, "annotations": annotations,
            "categories": [{"id": 1, "name": "person", "keypoints": list(COCO17)}]}  # fmt: skip
     (folder / "ann.json").write_text(json.dumps(ann))

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from poseapp.data.augment import AugmentConfig, flip_joints, jitter_colour, occlude, sample_rng, sample_window
-from poseapp.skeleton import FLIP_INDEX, NUM_JOINTS, to_unified
+from poseapp.skeleton import FLIP_INDEX, NUM_JOINTS, joint_mapping, to_unified
 from poseapp.transforms import box_to_center_scale, crop_image, crop_matrix, encode_heatmaps, transform_points
 
 BOX_PADDING = 1.25
@@ -57,6 +57,19 @@ def _box_from_joints(xy: np.ndarray, visibility: np.ndarray) -> np.ndarray:
     return np.concatenate([(low + high - size) / 2, size])
 
 
+def _scores_to_unified(scores: list[float] | None, names: list[str], where: str) -> np.ndarray | None:
+    """Per-joint teacher confidences (``keypoint_scores``, pseudo-labels) on the unified skeleton."""
+    if scores is None:
+        return None
+    if len(scores) != len(names):
+        raise ValueError(f"{where} has {len(scores)} keypoint_scores, expected {len(names)}")
+    mapping = joint_mapping(names)
+    known = mapping >= 0
+    confidence = np.zeros(NUM_JOINTS)
+    confidence[mapping[known]] = np.asarray(scores, dtype=np.float64)[known]
+    return confidence
+
+
 def load_people(
     ann_file: str | PathLike[str], image_dir: str | PathLike[str], min_joints: int = 1
 ) -> list[Person]:
@@ -97,7 +110,8 @@ def load_people(
         if box[2] <= 1 or box[3] <= 1:
             box = _box_from_joints(xy, visibility)
         image_path = str(Path(image_dir) / files[ann["image_id"]])
-        people.append(Person(image_path, int(ann["image_id"]), box, xy, visibility, int(ann_id)))
+        confidence = _scores_to_unified(ann.get("keypoint_scores"), names, f"{ann_file}: annotation {ann_id}")
+        people.append(Person(image_path, int(ann["image_id"]), box, xy, visibility, int(ann_id), confidence))
     return sorted(people, key=lambda p: (p.image_id, p.ann_id))
 
 

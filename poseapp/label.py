@@ -1,0 +1,209 @@
+"""Pseudo-labels from a teacher: COCO keypoint files on the unified skeleton with per-joint confidences.
+
+Each annotation has ``keypoints`` ``[x, y, v]`` in ``skeleton.JOINTS`` order (v = 2 where the teacher's
+confidence reaches ``min_confidence``, else 0 and x = y = 0) and ``keypoint_scores``, the confidence of
+every joint (1 for a human label), for confidence-weighted training.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from os import PathLike
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .data import load_people
+from .evaluate import PoseEstimator, read_bgr, xyxy_to_xywh
+from .skeleton import JOINTS, LIMB_INDEX, NUM_JOINTS, joint_mapping
+from .teachers import YoloPoseTeacher
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+MIN_BOX_SCORE = 0.5
+MIN_CONFIDENCE = 0.3
+
+
+@dataclass
+class LabelSummary:
+    out_json: Path
+    image_dir: Path
+    """The folder the json's ``file_name``s are relative to (pass it with the json to ``load_people``)."""
+    images: int
+    people: int
+
+
+def unified_category() -> dict:
+    return {
+        "id": 1,
+        "name": "person",
+        "supercategory": "person",
+        "keypoints": list(JOINTS),
+        "skeleton": (LIMB_INDEX + 1).tolist(),
+    }
+
+
+def keypoint_annotation(
+    ann_id: int,
+    image_id: int,
+    box_xywh: np.ndarray,
+    xy: np.ndarray,
+    visibility: np.ndarray,
+    confidence: np.ndarray,
+) -> dict:
+    """A COCO annotation of one person on the unified skeleton; unlabelled joints are written 0, 0, 0."""
+    labelled = visibility > 0
+    keypoints = np.column_stack([np.where(labelled[:, None], xy, 0.0), visibility])
+    box = [round(float(v), 2) for v in box_xywh]
+    return {
+        "id": int(ann_id),
+        "image_id": int(image_id),
+        "category_id": 1,
+        "bbox": box,
+        "area": round(box[2] * box[3], 2),
+        "iscrowd": 0,
+        "num_keypoints": int(labelled.sum()),
+        "keypoints": [round(float(v), 2) for v in keypoints.ravel()],
+        "keypoint_scores": [round(float(v), 4) for v in confidence],
+    }
+
+
+def teacher_visibility(confidence: np.ndarray, min_confidence: float = MIN_CONFIDENCE) -> np.ndarray:
+    return np.where(confidence >= min_confidence, 2.0, 0.0)
+
+
+def _frames(source: Path, image_dir: Path, every: int) -> Iterator[tuple[str, np.ndarray]]:
+    """``(file_name, image_bgr)``: the images of a folder, or every ``every``-th frame of a video, which is
+    written to ``image_dir`` as a JPEG."""
+    if source.is_dir():
+        for path in sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+            yield path.name, read_bgr(str(path))
+        return
+    capture = cv2.VideoCapture(str(source))
+    if not capture.isOpened():
+        raise OSError(f"cannot open video {source}")
+    image_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        index = 0
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            if index % every == 0:
+                name = f"frame_{index:06d}.jpg"
+                cv2.imwrite(str(image_dir / name), frame)
+                yield name, frame
+            index += 1
+    finally:
+        capture.release()
+
+
+def _label_frames(
+    teacher: PoseEstimator,
+    boxer: YoloPoseTeacher,
+    frames: Iterator[tuple[str, np.ndarray]],
+    min_box_score: float,
+    min_confidence: float,
+) -> tuple[list[dict], list[dict]]:
+    images, annotations = [], []
+    for image_id, (name, image) in enumerate(frames, start=1):
+        images.append({"id": image_id, "file_name": name, "width": image.shape[1], "height": image.shape[0]})
+        found = boxer.detect_people(image)
+        keep = found.box_scores >= min_box_score
+        boxes = xyxy_to_xywh(found.boxes[keep])
+        if teacher is boxer:
+            xy, confidence = found.pose.xy[keep], found.pose.scores[keep]
+        else:
+            pose = teacher.predict(image, boxes)
+            xy, confidence = pose.xy, pose.scores
+        for box, joints, scores in zip(boxes, xy, confidence, strict=True):
+            visibility = teacher_visibility(scores, min_confidence)
+            annotations.append(
+                keypoint_annotation(len(annotations) + 1, image_id, box, joints, visibility, scores)
+            )
+    return images, annotations
+
+
+def _fill_missing(
+    teacher: PoseEstimator, ann_file: Path, image_dir: Path, min_confidence: float
+) -> tuple[list[dict], list[dict]]:
+    """The human-labelled people of ``ann_file`` (their boxes and areas too) with the joints its skeleton
+    lacks filled in by ``teacher`` (top-down on the human boxes)."""
+    with open(ann_file, encoding="utf-8") as f:
+        data = json.load(f)
+    mapping = joint_mapping(data["categories"][0]["keypoints"])
+    named = np.zeros(NUM_JOINTS, dtype=bool)
+    named[mapping[mapping >= 0]] = True
+    fill = np.isin(np.array(JOINTS), teacher.joints) & ~named
+
+    areas = {ann.get("id", i): ann.get("area") for i, ann in enumerate(data["annotations"])}  # as load_people
+    by_image: dict[int, list] = {}
+    for person in load_people(ann_file, image_dir):
+        by_image.setdefault(person.image_id, []).append(person)
+    annotations = []
+    for people in by_image.values():
+        image = read_bgr(people[0].image_path)
+        pose = teacher.predict(image, np.stack([p.box_xywh for p in people]))
+        for person, xy, scores in zip(people, pose.xy, pose.scores, strict=True):
+            out_xy, visibility = person.xy.copy(), person.visibility.copy()
+            confidence = (visibility > 0).astype(np.float64)
+            out_xy[fill], confidence[fill] = xy[fill], scores[fill]
+            visibility[fill] = teacher_visibility(scores[fill], min_confidence)
+            annotation = keypoint_annotation(
+                person.ann_id, person.image_id, person.box_xywh, out_xy, visibility, confidence
+            )
+            annotation["area"] = areas.get(person.ann_id) or annotation["area"]
+            annotations.append(annotation)
+    return data["images"], annotations
+
+
+def label_images(
+    teacher: PoseEstimator,
+    source: str | PathLike[str],
+    out_json: str | PathLike[str],
+    fill_only: str | PathLike[str] | None = None,
+    every: int = 5,
+    boxer: YoloPoseTeacher | None = None,
+    min_box_score: float = MIN_BOX_SCORE,
+    min_confidence: float = MIN_CONFIDENCE,
+) -> LabelSummary:
+    """Write a COCO keypoint file of ``teacher``'s labels for an image folder or a video.
+
+    People are found by ``boxer`` end-to-end (default: ``teacher`` itself if it is a YOLO teacher, else
+    ``YoloPoseTeacher()``), those with a box score >= ``min_box_score`` kept; the keypoints are ``boxer``'s
+    own when ``teacher is boxer``, else ``teacher``'s top-down. A video gives every ``every``-th frame, saved
+    in ``images/`` beside ``out_json``. With ``fill_only`` (a human-labelled COCO file of the folder
+    ``source``), its people keep their human labels and the teacher labels only the joints that file's
+    skeleton lacks.
+    """
+    source, out_json = Path(source), Path(out_json)
+    if every < 1:
+        raise ValueError(f"every must be >= 1, got {every}")
+    if fill_only is not None:
+        if not source.is_dir():
+            raise ValueError(f"fill_only labels an image folder; {source} is not one")
+        image_dir = source
+        images, annotations = _fill_missing(teacher, Path(fill_only), source, min_confidence)
+    else:
+        if boxer is None:
+            boxer = teacher if isinstance(teacher, YoloPoseTeacher) else YoloPoseTeacher()
+        image_dir = source if source.is_dir() else out_json.parent / "images"
+        frames = _frames(source, image_dir, every)
+        images, annotations = _label_frames(teacher, boxer, frames, min_box_score, min_confidence)
+
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    coco = {
+        "info": {
+            "description": f"pseudo-labels by {getattr(teacher, 'name', type(teacher).__name__)}",
+            "people": "human boxes and labels, missing joints filled" if fill_only else "teacher boxes",
+            "min_confidence": min_confidence,
+        },
+        "images": images,
+        "annotations": annotations,
+        "categories": [unified_category()],
+    }
+    with open(out_json, "w", encoding="utf-8") as f:
+        json.dump(coco, f)
+    return LabelSummary(out_json, image_dir, len(images), len(annotations))
