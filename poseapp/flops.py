@@ -79,6 +79,12 @@ def token_head_macs(head: TokenHeatmapHead, dim: int, joints: int) -> int:
     return joints * (dim * head.hidden + head.hidden * HEATMAP_HW[0] * HEATMAP_HW[1])
 
 
+def head_macs(head: nn.Module, dim: int, joints: int, grid: tuple[int, int]) -> int:
+    if isinstance(head, DeconvHead):
+        return deconv_head_macs(head, dim, joints, grid)
+    return token_head_macs(head, dim, joints)
+
+
 def count_macs(model: nn.Module, out: PoseOutput) -> torch.Tensor:
     """Multiply-adds each sample of ``out`` cost, (B,) int64."""
     size: ViTSize = model.size
@@ -86,13 +92,9 @@ def count_macs(model: nn.Module, out: PoseOutput) -> torch.Tensor:
     if isinstance(model, EMGPose):
         return _emgpose_macs(model, counts, out.fine_stage.cpu())
     image_hw = (model.grid[0] * model.patch, model.grid[1] * model.patch)
-    if isinstance(model, ViTPose):
-        fixed = conv_macs(model.patch_embed, image_hw)
-        fixed += deconv_head_macs(model.head, size.dim, model.num_joints, model.grid)
-        return fixed + block_macs(counts, size).sum(dim=1)
-    if isinstance(model, EViTPose):
-        fixed = conv_macs(model.patch_embed, image_hw) + token_head_macs(
-            model.head, size.dim, model.num_joints
+    if isinstance(model, ViTPose | EViTPose):
+        fixed = conv_macs(model.patch_embed, image_hw) + head_macs(
+            model.head, size.dim, model.num_joints, model.grid
         )
         return fixed + block_macs(counts, size).sum(dim=1)
     raise TypeError(f"no FLOP formula for {type(model).__name__}")

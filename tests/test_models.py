@@ -69,28 +69,38 @@ def test_evitpose_keeps_top_patches_by_joint_attention(keep: float) -> None:
 
 def reference_evitpose(model: EViTPose, image: torch.Tensor, keep: float) -> torch.Tensor:
     """One sample at a time, tokens dropped with Python lists: the batched gather must agree."""
-    tokens = torch.cat([model.joint_tokens[0], (model.patch_embed(image[None]) + model.pos_embed)[0]])
+    patches = (model.patch_embed(image[None]) + model.pos_embed)[0]
+    tokens = torch.cat([model.joint_tokens[0], patches])
+    state, alive = patches.clone(), list(range(len(patches)))  # each patch's last features (grid head)
     for layer, block in enumerate(model.blocks, start=1):
         tokens, weights = block(tokens[None], rows=J)
         tokens = tokens[0]
         if keep < 1 and layer in model.prune_layers:
+            for position, patch in enumerate(alive):
+                state[patch] = tokens[J + position]
             score = weights[0, :, :, J:].mean(dim=(0, 1)).tolist()
             k = math.ceil(len(score) * keep - 1e-9)
             best = sorted(sorted(range(len(score)), key=lambda i: -score[i])[:k])
             tokens = torch.cat([tokens[:J], tokens[J:][best]])
-    return model.head(model.norm(tokens[:J])[None])[0]
+            alive = [alive[i] for i in best]
+    if model.head_type == "tokens":
+        return model.head(model.norm(tokens[:J])[None])[0]
+    for position, patch in enumerate(alive):
+        state[patch] = tokens[J + position]
+    grid = model.norm(state).T.reshape(1, -1, *model.grid)
+    return model.head(grid)[0]
 
 
-def test_evitpose_batched_pruning_matches_reference() -> None:
-    model = EViTPose(TINY, J).eval()
+@pytest.mark.parametrize("head", ["grid", "tokens"])
+def test_evitpose_batched_pruning_matches_reference(head: str) -> None:
+    model = EViTPose(TINY, J, head=head).eval()
     x = torch.randn(3, 3, 256, 192)
     with torch.no_grad():
         for keep in (1.0, 0.5):
             out = model(x, keep)
             for i in range(3):
-                torch.testing.assert_close(
-                    out.heatmaps[i], reference_evitpose(model, x[i], keep), atol=1e-4, rtol=1e-4
-                )
+                expected = reference_evitpose(model, x[i], keep)
+                torch.testing.assert_close(out.heatmaps[i], expected, atol=1e-4, rtol=1e-4)
 
 
 def test_vitpose_shapes_and_fixed_knob() -> None:

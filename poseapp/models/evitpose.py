@@ -3,6 +3,11 @@
 At each pruning layer the block runs on every current token (so the patches about to be dropped are
 updated once), then the attention the joint tokens gave each patch, averaged over heads and joints,
 ranks the patches and the top ``keep_ratio`` share is gathered into a smaller dense tensor.
+
+Two heads: ``"tokens"`` (TokenPose-style: each joint token through an MLP to its heatmap) and ``"grid"``
+(every patch scattered back to the 16x12 grid in the state it last had, kept ones after the last block,
+dropped ones as they were when dropped, then a small deconvolution head). The grid head learns much
+faster at this project's compute; the joint tokens still choose the patches.
 """
 
 from __future__ import annotations
@@ -12,11 +17,16 @@ import math
 import torch
 from torch import nn
 
-from .heads import TokenHeatmapHead
+from .heads import DeconvHead, TokenHeatmapHead
 from .knob import Knob
 from .record import PoseOutput
 from .stem import YoloStem
 from .vit import Block, PatchEmbed, ViTSize, init_weights, patch_importance
+
+
+def _scatter_rows(target: torch.Tensor, index: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``target`` (B, N, D) with ``rows`` (B, k, D) written at positions ``index`` (B, k)."""
+    return target.scatter(1, index.unsqueeze(-1).expand(-1, -1, rows.shape[-1]), rows)
 
 
 class EViTPose(nn.Module):
@@ -31,6 +41,8 @@ class EViTPose(nn.Module):
         stem: str = "patch",
         prune_layers: tuple[int, ...] = (4, 7, 10),
         head_hidden: int = 384,
+        head: str = "grid",
+        head_channels: int = 128,
     ) -> None:
         super().__init__()
         self.size, self.num_joints, self.patch = size, num_joints, patch
@@ -41,7 +53,14 @@ class EViTPose(nn.Module):
         self.joint_tokens = nn.Parameter(torch.zeros(1, num_joints, size.dim))
         self.blocks = nn.ModuleList(Block(size.dim, size.heads, size.mlp_ratio) for _ in range(size.depth))
         self.norm = nn.LayerNorm(size.dim, eps=1e-6)
-        self.head = TokenHeatmapHead(size.dim, head_hidden)
+        if head not in ("grid", "tokens"):
+            raise ValueError(f"EViTPose head must be 'grid' or 'tokens', not {head!r}")
+        self.head_type = head
+        self.head = (
+            DeconvHead(size.dim, num_joints, head_channels)
+            if head == "grid"
+            else TokenHeatmapHead(size.dim, head_hidden)
+        )
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.joint_tokens, std=0.02)
         self.apply(init_weights)
@@ -60,6 +79,7 @@ class EViTPose(nn.Module):
         index = torch.arange(n, device=x.device).expand(b, n)
         kept: list[torch.Tensor] = []
         counts: list[int] = []
+        last_state = patches
         for layer, block in enumerate(self.blocks, start=1):
             prune = keep < 1.0 and layer in self.prune_layers
             counts.append(tokens.shape[1])
@@ -68,10 +88,16 @@ class EViTPose(nn.Module):
                 current = tokens.shape[1] - j
                 score = patch_importance(weights, j, current)
                 top = score.topk(self.kept_count(current, keep), dim=1).indices.sort(dim=1).values
+                if self.head_type == "grid":
+                    last_state = _scatter_rows(last_state, index, tokens[:, j:])
                 chosen = tokens[:, j:].gather(1, top.unsqueeze(-1).expand(-1, -1, d))
                 tokens = torch.cat([tokens[:, :j], chosen], dim=1)
                 index = index.gather(1, top)
                 kept.append(index)
-        heatmaps = self.head(self.norm(tokens[:, :j]))
+        if self.head_type == "grid":
+            grid = self.norm(_scatter_rows(last_state, index, tokens[:, j:]))
+            heatmaps = self.head(grid.transpose(1, 2).reshape(b, d, *self.grid))
+        else:
+            heatmaps = self.head(self.norm(tokens[:, :j]))
         per_block = torch.tensor(counts, dtype=torch.long).expand(b, -1).clone()
         return PoseOutput(heatmaps, per_block, keep, self.grid, kept_patches=kept)
