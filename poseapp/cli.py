@@ -383,7 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         if args.video is None or args.gui:
-            print("error: the desktop viewer is not part of this build yet; use --video FILE --out FILE",
+            print("error: the desktop viewer starts from main.py (python main.py [--gui --video FILE])",
                   file=sys.stderr)  # fmt: skip
             return 2
         args.func = cmd_video

@@ -102,9 +102,13 @@ class PosePipeline:
             self.device
         )
         self.detector = detector
-        self.tracker = Tracker()
-        self.smoother = KeypointSmoother(cfg.min_cutoff, cfg.beta, enabled=cfg.smoothing)
         self.controller = self._controller(latency)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every person: a new source starts with no tracks and no smoothing history."""
+        self.tracker = Tracker()
+        self.smoother = KeypointSmoother(self.cfg.min_cutoff, self.cfg.beta, enabled=self.cfg.smoothing)
         self._last_detection = -(10**9)
         self._tracked = 0
 
@@ -129,17 +133,23 @@ class PosePipeline:
         return float(np.median(times))
 
     def set_budget(self, budget_ms: float | None) -> None:
-        """Switch to (or retune) the latency budget at run time; None pins the current knob."""
+        """Switch to (or retune) the latency budget at run time; None pins the current knob.
+
+        The latency model is calibrated once per pipeline and kept across switches."""
         self.cfg.budget_ms = budget_ms
-        if budget_ms is not None and not self.controller.is_fixed:
-            self.controller.budget_ms = budget_ms
+        latency = self.controller.model
+        if budget_ms is None:
+            self.controller = BudgetController.fixed(self.model.knob, self.controller.choose(0), latency)
+        elif self.controller.is_fixed:
+            self.controller = self._controller(latency)
         else:
-            self.controller = self._controller(None if self.controller.is_fixed else self.controller.model)
+            self.controller.budget_ms = budget_ms
 
     def set_knob(self, value: float) -> None:
         """Pin the knob (keep ratio / eta) from the next frame on."""
         self.cfg.knob, self.cfg.budget_ms = value, None
-        self.controller = BudgetController.fixed(self.model.knob, self.model.knob.clamp(value))
+        knob = self.model.knob
+        self.controller = BudgetController.fixed(knob, knob.clamp(value), self.controller.model)
 
     def _detect(self, frame: Frame, have_tracks: bool) -> list[Detection] | None:
         gap = frame.index - self._last_detection

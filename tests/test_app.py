@@ -1,0 +1,192 @@
+"""The desktop viewer, headless: a synthetic clip, a fake detector and tiny random models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from app.main_window import OVERLAYS, MainWindow
+from poseapp.budget import LatencyModel
+from poseapp.models import EMGPose, EViTPose
+from poseapp.models.vit import ViTSize
+from poseapp.pipeline import PipelineConfig, PosePipeline
+from poseapp.render import Overlays, draw_result
+from poseapp.results import Detection
+from poseapp.video import VideoWriter, probe
+
+TINY = ViTSize(48, 12, 3)
+W, H = 320, 240
+FRAMES = 60
+BOX = np.array([110.0, 30.0, 210.0, 230.0])
+WAIT_MS = 15000
+"""Generous, for a busy machine: every wait ends as soon as its condition holds."""
+
+
+def fake_detector(image: np.ndarray) -> list[Detection]:
+    return [Detection(BOX.copy(), 0.9)]
+
+
+def make_factory(budget_ms: float | None):
+    """Pipelines by checkpoint name: "emg*" an EMGPose pinned at eta 1.0 (the fine stage always runs),
+    anything else an EViTPose, under ``budget_ms`` with a latency model that makes the choice depend
+    on the budget alone (or pinned at keep ratio 0.5)."""
+
+    def factory(weights: str) -> PosePipeline:
+        if Path(weights).name.startswith("emg"):
+            return PosePipeline(PipelineConfig(knob=1.0), fake_detector, model=EMGPose(TINY, 19))
+        # The online correction stays in [1/2, 2]: 5 ms fits nothing (-> 0.25), 200 ms fits 1.0.
+        latency = LatencyModel([0.25, 0.5, 1.0], [1.0, 10.0, 30.0], [0.0, 0.0, 0.0])
+        cfg = PipelineConfig(budget_ms=budget_ms, knob=0.5)
+        return PosePipeline(cfg, fake_detector, model=EViTPose(TINY, 19), latency=latency)
+
+    return factory
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models run best on one thread; several spin against each other on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def clip(tmp_path) -> Path:
+    path = tmp_path / "clip.mp4"
+    rng = np.random.default_rng(0)
+    background = rng.integers(40, 90, (H, W, 3), dtype=np.uint8)
+    with VideoWriter(path, W, H, 25) as writer:
+        for i in range(FRAMES):
+            image = background.copy()
+            cv2.rectangle(image, (140 + i % 5, 40), (180 + i % 5, 220), (150, 160, 170), -1)
+            writer.write(image)
+    return path
+
+
+@pytest.fixture
+def open_window(qtbot, tmp_path, clip):
+    def open_(source: str | Path = clip, budget_ms: float | None = None) -> MainWindow:
+        weights = [str(tmp_path / "evit.safetensors"), str(tmp_path / "emg.safetensors")]
+        window = MainWindow(
+            make_factory(budget_ms),
+            weights,
+            str(source),
+            weights_dir=tmp_path / "weights",
+            budget_ms=budget_ms,
+            overlays=Overlays(min_score=0.0),  # random models are never confident
+            out_dir=tmp_path,
+        )
+        qtbot.addWidget(window)
+        window.show()
+        window.start()
+        return window
+
+    return open_
+
+
+def wait_idle(qtbot, window: MainWindow, action) -> None:
+    """Run ``action`` and wait until the worker has stopped (all its frames delivered)."""
+    with qtbot.waitSignal(window.worker.waiting, timeout=WAIT_MS):
+        action()
+
+
+def test_frames_are_drawn_and_plotted(qtbot, open_window) -> None:
+    window = open_window()
+    qtbot.waitUntil(lambda: window.frames_shown >= 2, timeout=WAIT_MS)
+    assert window.image_item.image.shape == (H, W, 3)
+    counts = {key: len(curve.getData()[0]) for key, curve in window.plots.curves.items()}
+    shown = window.frames_shown
+    qtbot.waitUntil(lambda: window.frames_shown >= shown + 2, timeout=WAIT_MS)
+    assert window.last_result.frame.index >= 3
+    for key, curve in window.plots.curves.items():
+        assert len(curve.getData()[0]) > counts[key], key
+    assert window.status_info.text().startswith("cpu | EViTPose | detector every 5 frames | dropped 0")
+
+
+def test_overlay_toggles_redraw_and_reach_the_worker(qtbot, open_window, tmp_path) -> None:
+    window = open_window()
+    qtbot.waitUntil(lambda: bool(window.last_result and window.last_result.people), timeout=WAIT_MS)
+    wait_idle(qtbot, window, window.pause_button.click)
+    window.activateWindow()
+    qtbot.waitActive(window)
+    for name, _, key in reversed(OVERLAYS):  # joint confidence shows only while skeletons are drawn
+        if name in ("granularity", "merges"):
+            continue
+        before, checked = window.last_image.copy(), window.overlay_boxes[name].isChecked()
+        qtbot.keyClick(window, key.lower())
+        assert window.overlay_boxes[name].isChecked() is not checked, name
+        assert not np.array_equal(before, window.last_image), name
+
+    # Step exactly one frame: the worker draws it with the toggled overlays.
+    shown, index = window.frames_shown, window.last_result.frame.index
+    wait_idle(qtbot, window, window.step_button.click)
+    result = window.last_result
+    assert (window.frames_shown, result.frame.index) == (shown + 1, index + 1)
+    assert np.array_equal(window.last_image, draw_result(result.frame.image, result, window.overlays))
+
+    # EMGPose at eta 1.0 runs its fine stage: the granularity map and the merged tokens show.
+    with qtbot.waitSignal(window.worker.model_loaded, timeout=WAIT_MS):
+        emg = str((tmp_path / "emg.safetensors").resolve())
+        window.model_box.setCurrentIndex(window.model_box.findData(emg))
+    assert window.manual_radio.text().startswith("Manual eta") and window.knob_value() == 1.0
+    wait_idle(qtbot, window, window.step_button.click)
+    assert window.last_result.people[0].record.granularity.any()
+    for name, key in (("granularity", "g"), ("merges", "m")):
+        before = window.last_image.copy()
+        qtbot.keyClick(window, key)
+        assert window.overlay_boxes[name].isChecked(), name
+        assert not np.array_equal(before, window.last_image), name
+
+
+def test_budget_slider_drives_the_knob_and_manual_slider_pins_it(qtbot, open_window) -> None:
+    window = open_window(budget_ms=50)
+    qtbot.waitUntil(lambda: window.frames_shown >= 1, timeout=WAIT_MS)
+    assert window.budget_radio.isChecked() and window.knob_group.isEnabled()
+    wait_idle(qtbot, window, window.pause_button.click)
+    window.budget_slider.setValue(5)
+    wait_idle(qtbot, window, window.step_button.click)  # commands posted before a step apply to it
+    assert window.last_result.knob == 0.25
+    window.budget_slider.setValue(200)
+    wait_idle(qtbot, window, window.step_button.click)
+    assert window.last_result.knob == 1.0
+    assert window.plots.budget_line.isVisible() and window.plots.budget_line.value() == 200
+
+    window.knob_slider.setValue(40)
+    assert window.manual_radio.isChecked() and not window.plots.budget_line.isVisible()
+    value = window.knob_value()
+    assert value == pytest.approx(0.55)
+    wait_idle(qtbot, window, window.step_button.click)
+    controller = window.worker.pipeline.controller
+    assert controller.is_fixed and controller.last_value == pytest.approx(value)
+    assert window.last_result.knob == pytest.approx(value)
+
+
+def test_missing_webcam_is_shown_and_another_source_still_plays(qtbot, open_window, clip) -> None:
+    window = open_window(source="99")
+    qtbot.waitUntil(lambda: not window.message.isHidden(), timeout=WAIT_MS)
+    assert "webcam" in window.message.text() and "webcam" in window.statusBar().currentMessage()
+    window.open_source(str(clip))
+    qtbot.waitUntil(lambda: window.frames_shown >= 1, timeout=WAIT_MS)
+    assert window.message.isHidden()
+
+
+def test_record_snapshot_and_close_joins_every_thread(qtbot, open_window, tmp_path) -> None:
+    window = open_window()
+    qtbot.waitUntil(lambda: window.frames_shown >= 1, timeout=WAIT_MS)
+    window.record_button.click()
+    shown = window.frames_shown
+    qtbot.waitUntil(lambda: window.frames_shown >= shown + 3, timeout=WAIT_MS)
+    snapshot = window.snapshot()
+    assert cv2.imread(str(snapshot)).shape == (H, W, 3)
+
+    worker, capture = window.worker, window.worker.capture
+    assert worker.isRunning() and capture.is_alive()
+    window.close()
+    assert not worker.isRunning() and not capture.is_alive()
+    (recording,) = tmp_path.glob("poseapp-*.mp4")
+    assert probe(str(recording)).frames >= 2
