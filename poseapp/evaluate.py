@@ -17,17 +17,17 @@ from os import PathLike
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .data import BOX_PADDING, Person, PoseDataset, load_people
+from .data import Person, PoseDataset, load_people, read_bgr
 from .flops import count_macs
-from .inference import keypoints_from_logits
+from .inference import crop_batch, keypoints_from_logits
 from .skeleton import INDEX, JOINTS, NUM_JOINTS, SIGMAS, joint_mapping
-from .transforms import box_to_center_scale, crop_image, crop_matrix, heatmaps_to_image
+from .track import iou_matrix
+from .transforms import heatmaps_to_image, xywh_to_xyxy, xyxy_to_xywh
 
 AP_KEYS: tuple[str, ...] = ("AP", "AP50", "AP75", "APm", "APl", "AR")
 """The first six of ``COCOeval.stats`` for keypoints, in that order."""
@@ -77,11 +77,6 @@ Detector = Callable[[np.ndarray], Sequence[Any]]
 """``image_bgr -> [(box_xyxy, score), ...]``, or objects with ``.box`` and ``.score`` (``Detection``)."""
 
 
-def eval_crop_matrix(box_xywh: np.ndarray) -> np.ndarray:
-    """The image->crop matrix of an eval-mode ``PoseDataset`` for a person box."""
-    return crop_matrix(*box_to_center_scale(box_xywh, padding=BOX_PADDING))
-
-
 class ModelEstimator:
     """A PoseApp model as a ``PoseEstimator``: eval crops of the boxes, one batch per image."""
 
@@ -99,11 +94,8 @@ class ModelEstimator:
     ) -> Predictions:
         if len(boxes_xywh) == 0:
             return Predictions.empty()
-        rgb = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
-        matrices = np.stack([eval_crop_matrix(box) for box in boxes_xywh])
-        crops = np.stack([crop_image(rgb, m) for m in matrices])
-        x = torch.from_numpy(crops).permute(0, 3, 1, 2).float().div_(255).to(self.device)
-        out = self.model(x, knob)
+        crops, matrices = crop_batch(image_bgr, boxes_xywh)
+        out = self.model(crops.to(self.device), knob)
         coords, scores = keypoints_from_logits(out.heatmaps)
         xy = heatmaps_to_image(coords.cpu().double(), matrices).numpy()
         return Predictions(xy, scores.cpu().double().numpy(), count_macs(self.model, out).cpu().numpy() / 1e9)
@@ -294,21 +286,6 @@ def coco_keypoint_ap(
     }
 
 
-def xyxy_to_xywh(boxes: np.ndarray) -> np.ndarray:
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
-
-
-def box_iou(a_xywh: np.ndarray, b_xywh: np.ndarray) -> np.ndarray:
-    """(N, M) intersection over union of boxes ``(N, 4)`` and ``(M, 4)`` given as x, y, w, h."""
-    a, b = a_xywh[:, None], b_xywh[None]
-    low = np.maximum(a[..., :2], b[..., :2])
-    high = np.minimum(a[..., :2] + a[..., 2:], b[..., :2] + b[..., 2:])
-    inter = np.prod(np.clip(high - low, 0, None), axis=-1)
-    union = np.prod(a[..., 2:], axis=-1) + np.prod(b[..., 2:], axis=-1) - inter
-    return inter / np.maximum(union, 1e-12)
-
-
 def to_results(
     image_id: int,
     category_id: int,
@@ -346,17 +323,10 @@ class _Posed:
     pose: Predictions
 
 
-def read_bgr(path: str) -> np.ndarray:
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
-    if image is None:
-        raise OSError(f"cannot read image {path}")
-    return image
-
-
 def _detected(detector: Detector, image_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(boxes_xywh, scores)`` of a detector's answer."""
     pairs = [(d.box, d.score) if hasattr(d, "box") else d for d in detector(image_bgr)]
-    boxes = xyxy_to_xywh(np.array([box for box, _ in pairs], dtype=np.float64))
+    boxes = xyxy_to_xywh(np.array([box for box, _ in pairs], dtype=np.float64).reshape(-1, 4))
     return boxes, np.array([score for _, score in pairs], dtype=np.float64)
 
 
@@ -386,7 +356,7 @@ def _matched_xy(people: list[Person], posed: dict[int, _Posed]) -> np.ndarray:
         found = posed.get(person.image_id)
         if found is None or len(found.boxes_xywh) == 0:
             continue
-        iou = box_iou(person.box_xywh[None], found.boxes_xywh)[0]
+        iou = iou_matrix(xywh_to_xyxy(person.box_xywh[None]), xywh_to_xyxy(found.boxes_xywh))[0]
         if iou.max() >= MATCH_IOU:
             xy[i] = found.pose.xy[iou.argmax()]
     return xy

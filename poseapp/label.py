@@ -16,10 +16,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .data import load_people
-from .evaluate import PoseEstimator, read_bgr, xyxy_to_xywh
+from .data import load_people, read_bgr
+from .evaluate import PoseEstimator
 from .skeleton import JOINTS, LIMB_INDEX, NUM_JOINTS, joint_mapping
 from .teachers import YoloPoseTeacher
+from .transforms import xyxy_to_xywh
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 MIN_BOX_SCORE = 0.5

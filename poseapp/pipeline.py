@@ -11,19 +11,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
 
 from .budget import BudgetController, LatencyModel
 from .flops import count_macs
-from .inference import keypoints_from_logits
+from .inference import crop_batch, keypoints_from_logits
 from .models import PoseOutput, load_model, prepare_for_inference
 from .results import Detection, Frame, FrameResult, Person, PoseRecord
 from .smoothing import KeypointSmoother
 from .track import Tracker
-from .transforms import INPUT_SIZE, box_to_center_scale, crop_matrix, heatmaps_to_image
+from .transforms import INPUT_SIZE, heatmaps_to_image, xyxy_to_xywh
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_WEIGHTS = REPO / "weights" / "evitpose_t.safetensors"
@@ -44,20 +43,6 @@ class PipelineConfig:
     beta: float = 0.05
     max_people: int = 32
     min_joint_score: float = 0.3
-
-
-def crop_batch(image: np.ndarray, boxes: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
-    """256x192 RGB crops in [0, 1] (N, 3, 256, 192) of the people in ``boxes`` (N, 4) x0 y0 x1 y1, and
-    the image->crop matrices (N, 2, 3)."""
-    w, h = INPUT_SIZE
-    crops = np.empty((len(boxes), h, w, 3), dtype=np.uint8)
-    matrices = np.empty((len(boxes), 2, 3))
-    for i, (x0, y0, x1, y1) in enumerate(boxes):
-        center, size = box_to_center_scale([x0, y0, x1 - x0, y1 - y0])
-        matrices[i] = crop_matrix(center, size)
-        crops[i] = cv2.warpAffine(image, matrices[i], (w, h), flags=cv2.INTER_LINEAR)
-    tensor = torch.from_numpy(crops[..., ::-1].copy()).permute(0, 3, 1, 2).float().div_(255.0)
-    return tensor, matrices
 
 
 def box_from_keypoints(keypoints: np.ndarray, scores: np.ndarray, min_score: float) -> np.ndarray | None:
@@ -168,7 +153,7 @@ class PosePipeline:
             self.smoother.forget(())
             return FrameResult(frame, [], self.controller.choose(0), 0.0, 0.0, detections is not None)
         boxes = np.stack([t.box for t in tracks])
-        crops, matrices = crop_batch(frame.image, boxes)
+        crops, matrices = crop_batch(frame.image, xyxy_to_xywh(boxes))
         knob = self.controller.choose(len(tracks))
         start = time.perf_counter()
         out = self.model(crops.to(self.device), knob)

@@ -14,8 +14,9 @@ import cv2
 import numpy as np
 
 from .data import BOX_PADDING
-from .evaluate import PosedPeople, Predictions, box_iou, xyxy_to_xywh
+from .evaluate import PosedPeople, Predictions
 from .skeleton import COCO17, NUM_JOINTS, joint_mapping
+from .track import iou_matrix
 from .transforms import box_to_center_scale, crop_image, crop_matrix, invert_matrix, transform_points
 
 _ROOT = Path(__file__).resolve().parent.parent
@@ -129,7 +130,7 @@ class YoloPoseTeacher:
                 crop_image(image_bgr, matrix, (self.crop_size, self.crop_size)), self.crop_size
             )
             corners = transform_points(np.reshape([box[:2], box[:2] + box[2:]], (2, 2)), matrix)
-            iou = box_iou(xyxy_to_xywh(corners.ravel()), xyxy_to_xywh(found_boxes))[0]
+            iou = iou_matrix(corners.reshape(1, 4), found_boxes)[0]
             if iou.size and iou.max() > 0:
                 best = iou.argmax()
                 xy[i] = transform_points(found_xy[best], invert_matrix(matrix))

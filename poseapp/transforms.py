@@ -214,3 +214,15 @@ def flip_heatmaps(
         index = torch.as_tensor(np.asarray(flip_index), dtype=torch.long, device=heatmaps.device)
         return heatmaps.index_select(-3, index).flip(-1)
     return np.ascontiguousarray(np.take(heatmaps, np.asarray(flip_index), axis=-3)[..., ::-1])
+
+
+def xyxy_to_xywh(boxes: np.ndarray) -> np.ndarray:
+    """Boxes (..., 4) from corners (x0, y0, x1, y1) to corner and size (x, y, w, h)."""
+    boxes = np.asarray(boxes, dtype=np.float64)
+    return np.concatenate([boxes[..., :2], boxes[..., 2:] - boxes[..., :2]], axis=-1)
+
+
+def xywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
+    """Boxes (..., 4) from corner and size (x, y, w, h) to corners (x0, y0, x1, y1)."""
+    boxes = np.asarray(boxes, dtype=np.float64)
+    return np.concatenate([boxes[..., :2], boxes[..., :2] + boxes[..., 2:]], axis=-1)

@@ -8,15 +8,15 @@ import cv2
 import numpy as np
 import pytest
 
-from poseapp.data import PoseDataset, load_people
+from poseapp.data import PoseDataset, load_people, read_bgr
 from poseapp.evaluate import (
     AP_KEYS,
     ModelEstimator,
     Predictions,
     coco_keypoint_ap,
-    eval_crop_matrix,
     evaluate,
 )
+from poseapp.inference import crop_batch
 from poseapp.models import EViTPose
 from poseapp.models.vit import ViTSize
 from poseapp.skeleton import COCO17, JOINTS, NUM_JOINTS
@@ -172,7 +172,9 @@ def test_evaluate_with_detected_boxes(tmp_path):
 def test_model_crops_match_the_eval_dataset(tmp_path):
     people = load_people(write_coco(tmp_path), tmp_path)
     sample = PoseDataset(people, train=False)[1]
-    np.testing.assert_allclose(eval_crop_matrix(people[1].box_xywh), sample.matrix.numpy())
+    crops, matrices = crop_batch(read_bgr(people[1].image_path), people[1].box_xywh[None])
+    np.testing.assert_allclose(matrices[0], sample.matrix.numpy())
+    np.testing.assert_allclose(crops[0].numpy(), sample.image.numpy(), atol=1.5 / 255)
 
 
 def test_evaluate_a_tiny_model_end_to_end(tmp_path):

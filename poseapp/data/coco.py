@@ -140,11 +140,12 @@ class Sample(NamedTuple):
     index: int
 
 
-def _read_rgb(path: str) -> np.ndarray:
+def read_bgr(path: str) -> np.ndarray:
+    """An image file as (H, W, 3) uint8 BGR; OSError naming the file when it cannot be read."""
     image = cv2.imread(path, cv2.IMREAD_COLOR)
     if image is None:
         raise OSError(f"cannot read image {path}")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return image
 
 
 def _mirror(width: int) -> np.ndarray:
@@ -189,7 +190,7 @@ class PoseDataset(Dataset[Sample]):
 
     def __getitem__(self, index: int) -> Sample:
         person = self.people[index]
-        image = _read_rgb(person.image_path)
+        image = cv2.cvtColor(read_bgr(person.image_path), cv2.COLOR_BGR2RGB)
         width = image.shape[1]
         center, size = box_to_center_scale(person.box_xywh, padding=BOX_PADDING)
         xy, visibility, confidence = person.xy, person.visibility, self._confidence(index)
