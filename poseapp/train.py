@@ -169,7 +169,11 @@ def train(cfg: TrainConfig) -> Path:
         if rank == 0:
             print(f"resumed from {last} at epoch {state['epoch']} step {state['step']}", flush=True)
     stem = model.patch_embed if isinstance(model.patch_embed, YoloStem) else None
-    ddp = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
+    ddp = (
+        nn.parallel.DistributedDataParallel(model, find_unused_parameters=isinstance(model, EMGPose))
+        if world > 1
+        else model
+    )
     total_steps = cfg.epochs * len(loader)
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16)
