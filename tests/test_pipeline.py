@@ -134,3 +134,32 @@ def test_record_reaches_the_people(tmp_path) -> None:
     assert record.granularity.shape == (8, 6) and set(np.unique(record.granularity)) == {1, 2, 3}
     assert len(record.merge_groups) == 3 and record.token_boxes.shape[0] == len(record.merge_groups[0])
     assert result.gflops > 0
+
+
+@pytest.mark.parametrize(("width", "height", "people"), [(3840, 2160, 3), (241, 427, 2), (640, 360, 20)])
+def test_4k_portrait_odd_and_crowded_clips(tmp_path, width: int, height: int, people: int) -> None:
+    clip, out = tmp_path / "in.mp4", tmp_path / "out.mp4"
+    rng = np.random.default_rng(0)
+    with VideoWriter(clip, width, height, 30) as writer:
+        for _ in range(3):
+            writer.write(rng.integers(0, 255, (height, width), dtype=np.uint8))  # grayscale frames
+
+    class Crowd(FakeDetector):
+        def __call__(self, image: np.ndarray) -> list[Detection]:
+            h, w = image.shape[:2]
+            step = w / (self.count + 1)
+            return [
+                Detection(np.array([i * step, 0.1 * h, (i + 1) * step, 0.9 * h]), 0.9)
+                for i in range(self.count)
+            ]
+
+    pipeline = PosePipeline(PipelineConfig(knob=0.5), Crowd(people), model=EViTPose(TINY, 19))
+    frames = open_source(str(clip))
+    summary = annotate_video(
+        frames, pipeline, open_writer(frames, str(clip), out), Overlays(patches=True), progress=False
+    )
+    assert summary.frames == 3 and max(summary.people) == people
+    with av.open(str(out)) as container:
+        stream = container.streams.video[0]
+        assert (stream.width, stream.height) == (width + width % 2, height + height % 2)
+        assert sum(1 for _ in container.decode(video=0)) == 3
