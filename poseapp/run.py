@@ -131,7 +131,7 @@ def annotate_video(
     capture = CaptureThread(frames, live=live)
     summary = RunSummary()
     bar = tqdm(total=info.frames, unit="frame", disable=not progress, mininterval=1.0)
-    window = None
+    preview = Preview() if show else None
     started = time.perf_counter()
     try:
         with sigterm_as_interrupt():
@@ -148,11 +148,9 @@ def annotate_video(
                 summary.knobs.append(result.knob)
                 summary.people.append(len(result.people))
                 bar.update()
-                if show:
-                    window = _show(output.latest, window)
-                    if window is None:
-                        summary.interrupted = True
-                        break
+                if preview is not None and not preview.show(output.latest):
+                    summary.interrupted = True
+                    break
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
@@ -167,10 +165,8 @@ def annotate_video(
         finally:
             if writer is not None:
                 writer.close()
-            if window is not None:
-                import cv2
-
-                cv2.destroyAllWindows()
+            if preview is not None:
+                preview.close()
     if json_path:
         exporter.to_coco_json(json_path)
     if csv_path:
@@ -178,18 +174,27 @@ def annotate_video(
     return summary
 
 
-_WINDOW = "PoseApp preview (q to stop)"
+class Preview:
+    """A plain OpenCV window with the newest rendered frame (``--show``)."""
 
+    NAME = "PoseApp preview (q to stop)"
 
-def _show(image: np.ndarray | None, window: str | None) -> str | None:
-    """Show the newest rendered frame; None once the user closed the window or pressed q."""
-    import cv2
+    def __init__(self) -> None:
+        self.opened = False
 
-    if image is None:
-        return window or _WINDOW
-    if window is not None and cv2.getWindowProperty(window, cv2.WND_PROP_VISIBLE) < 1:
-        return None
-    cv2.imshow(_WINDOW, image)
-    if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
-        return None
-    return _WINDOW
+    def show(self, image: np.ndarray | None) -> bool:
+        """Show ``image`` (None: nothing rendered yet); False once the user closed the window or pressed q."""
+        import cv2
+
+        if self.opened and cv2.getWindowProperty(self.NAME, cv2.WND_PROP_VISIBLE) < 1:
+            return False
+        if image is not None:
+            cv2.imshow(self.NAME, image)
+            self.opened = True
+        return not self.opened or cv2.waitKey(1) & 0xFF not in (ord("q"), 27)
+
+    def close(self) -> None:
+        if self.opened:
+            import cv2
+
+            cv2.destroyWindow(self.NAME)
