@@ -2,7 +2,7 @@
 
 Those layers turn a 256x192 crop into exactly the 16x12 grid of 128-channel features (stride 16); a 1x1
 convolution projects them to the transformer width. The architecture is built from Ultralytics' own
-building blocks (its model YAML, no weights); ``init_from_yolo`` copies the teacher's trained tensors in at
+building blocks (no weights); ``init_from_yolo`` copies the teacher's trained tensors in at
 training time. The project's checkpoints then hold plain tensors like every other layer.
 """
 
@@ -18,10 +18,22 @@ YOLO_CHANNELS = 128
 
 
 def yolo_stem_body() -> nn.Sequential:
-    """yolo11n-pose layers 0-6 with random weights."""
-    from ultralytics.nn.tasks import PoseModel
+    """yolo11n-pose layers 0-6 (the YOLO11 backbone at scale n up to stride 16), random weights."""
+    from ultralytics.nn.modules import C3k2, Conv
 
-    return nn.Sequential(*PoseModel("yolo11n-pose.yaml", verbose=False).model[:YOLO_LAYERS])
+    body = nn.Sequential(
+        Conv(3, 16, 3, 2),
+        Conv(16, 32, 3, 2),
+        C3k2(32, 64, 1, False, 0.25),
+        Conv(64, 64, 3, 2),
+        C3k2(64, 128, 1, False, 0.25),
+        Conv(128, 128, 3, 2),
+        C3k2(128, 128, 1, True),
+    )
+    for module in body.modules():
+        if isinstance(module, nn.BatchNorm2d):  # Ultralytics' BatchNorm settings
+            module.eps, module.momentum = 1e-3, 0.03
+    return body
 
 
 class YoloStem(nn.Module):
