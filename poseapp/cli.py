@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from .models import MODEL_NAMES, WeightsError, create_model, load_model, prepare_for_inference
+from .models.zoo import read_metadata
 
 
 class UsageError(Exception):
@@ -94,11 +95,18 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise UsageError(f"unknown model {args.model!r}; known: {', '.join(MODEL_NAMES)}")
     if args.stem == "yolo" and args.model.startswith("emgpose"):
         raise UsageError("EMGPose re-cuts patches at three scales and needs --stem patch")
-    if args.stem == "yolo" and not Path(args.stem_weights).is_file():
+    if args.init:
+        try:
+            arch = read_metadata(args.init)["arch"]
+        except WeightsError as exc:
+            raise UsageError(str(exc)) from exc
+        if arch != args.model:
+            raise UsageError(f"--init {args.init} holds a {arch} model, not {args.model}")
+    elif args.stem == "yolo" and not Path(args.stem_weights).is_file():
         raise UsageError(f"--stem yolo needs the teacher checkpoint {args.stem_weights} (run ./setup.sh)")
     cfg = TrainConfig(
-        model=args.model, stem=args.stem, stem_weights=args.stem_weights, train=pairs, holdout=args.holdout,
-        out=args.out, epochs=args.epochs, batch=args.batch, lr=args.lr, loss=args.loss,
+        model=args.model, stem=args.stem, stem_weights=args.stem_weights, init=args.init or "", train=pairs,
+        holdout=args.holdout, out=args.out, epochs=args.epochs, batch=args.batch, lr=args.lr, loss=args.loss,
         freeze_stem_epochs=args.freeze_stem_epochs, workers=args.workers,
         time_limit_minutes=args.time_limit, max_steps=args.max_steps,
     )  # fmt: skip
@@ -320,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--stem", default="yolo", choices=["yolo", "patch"], help="pose-trained conv stem or patches"
     )
     tr.add_argument("--stem-weights", default="assets/fetched/yolo11n-pose.pt")
+    tr.add_argument("--init", help="PoseApp checkpoint of the same model to warm-start from (new schedule)")
     tr.add_argument(
         "--train",
         nargs=2,

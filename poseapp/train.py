@@ -25,7 +25,7 @@ from .data import AugmentConfig, PoseDataset, load_people, split_people
 from .evaluate import pck_on_people
 from .inference import keypoints_from_logits
 from .losses import LOSSES, object_keypoint_similarity, quality_loss
-from .models import EMGPose, EViTPose, create_model, save_model
+from .models import EMGPose, EViTPose, WeightsError, create_model, load_model, save_model
 from .models.stem import YoloStem
 from .skeleton import SIGMAS
 
@@ -35,6 +35,8 @@ class TrainConfig:
     model: str = "evitpose_t"
     stem: str = "yolo"
     stem_weights: str = "assets/fetched/yolo11n-pose.pt"
+    init: str = ""
+    """A PoseApp checkpoint of the same model to start from (a new schedule; the stem is not re-read)."""
     train: list[tuple[str, str]] = field(default_factory=list)
     """(annotation json, image folder) pairs."""
     holdout: int = 500
@@ -77,6 +79,12 @@ def _device(rank: int) -> torch.device:
 
 
 def build_model(cfg: TrainConfig) -> nn.Module:
+    """A fresh model: from ``cfg.init`` when given, else random with the stem read from the teacher."""
+    if cfg.init:
+        model = load_model(cfg.init, expect=cfg.model)
+        if model.arch != cfg.model:
+            raise WeightsError(f"{cfg.init} holds a {model.arch} model, not {cfg.model}")
+        return model.train()
     config = {"stem": cfg.stem} if cfg.stem != "patch" else {}
     model = create_model(cfg.model, **config)
     if isinstance(model.patch_embed, YoloStem):

@@ -6,11 +6,12 @@ import json
 
 import cv2
 import numpy as np
+import pytest
 import torch
 
-from poseapp.models import load_model
+from poseapp.models import WeightsError, load_model, save_model
 from poseapp.skeleton import COCO17
-from poseapp.train import TrainConfig, lr_at, train
+from poseapp.train import TrainConfig, build_model, lr_at, train
 
 
 def write_dataset(folder, people: int = 6) -> tuple[str, str]:
@@ -60,3 +61,25 @@ def test_learning_rate_warms_up_then_decays() -> None:
     cfg = TrainConfig(lr=1e-3, warmup_steps=10)
     assert lr_at(0, 100, cfg) < lr_at(9, 100, cfg) == 1e-3
     assert lr_at(50, 100, cfg) < 1e-3 and lr_at(100, 100, cfg) == 0.0
+
+
+def test_warm_start_begins_from_the_given_checkpoint(tmp_path) -> None:
+    data = write_dataset(tmp_path)
+    first = TrainConfig(model="evitpose_t", stem="patch", train=[data], holdout=2, out=str(tmp_path / "a"),
+                        epochs=1, batch=2, workers=0, max_steps=1)  # fmt: skip
+    train(first)
+    start = tmp_path / "start.safetensors"
+    save_model(build_model(first), start)
+    warm = TrainConfig(model="evitpose_t", train=[data], holdout=2, out=str(tmp_path / "b"), init=str(start),
+                       epochs=1, batch=2, workers=0, max_steps=1, lr=0.0)  # fmt: skip
+    model = build_model(warm)
+    reference = load_model(start)
+    for name, value in reference.state_dict().items():
+        assert torch.equal(model.state_dict()[name], value), name
+    train(warm)  # lr 0: the run's weights stay the checkpoint's
+    saved = torch.load(tmp_path / "b" / "last.pt", weights_only=True)["model"]
+    assert torch.equal(saved["joint_tokens"], reference.state_dict()["joint_tokens"])
+
+    warm.model = "vitpose_t"
+    with pytest.raises(WeightsError, match="evitpose_t"):
+        build_model(warm)
