@@ -43,7 +43,7 @@ class LatencyModel:
         cls,
         measure: Callable[[float, int], float],
         knob: Knob,
-        batch_sizes: Sequence[int] = (1, 4, 8),
+        batch_sizes: Sequence[int] = (1, 4),
         values: int = 5,
     ) -> LatencyModel:
         """Time ``measure(value, n)`` (ms) at ``values`` knob values and each batch size; fit the lines."""
@@ -52,6 +52,26 @@ class LatencyModel:
         grid = knob.grid(values)
         lines = [fit_line(batch_sizes, [measure(float(v), n) for n in batch_sizes]) for v in grid]
         intercepts, slopes = zip(*lines, strict=True)
+        return cls(grid, intercepts, slopes)
+
+    def to_dict(self) -> dict[str, list[float]]:
+        """The calibration (not the online correction), as JSON-ready lists."""
+        return {
+            "grid": self.grid.tolist(),
+            "intercepts": self.intercepts.tolist(),
+            "slopes": self.slopes.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, list[float]]) -> LatencyModel:
+        """Inverse of ``to_dict``; ValueError on lists that do not make a model."""
+        grid, intercepts, slopes = (
+            np.asarray(data[k], dtype=np.float64) for k in ("grid", "intercepts", "slopes")
+        )
+        if not (grid.ndim == 1 and len(grid) >= 1 and grid.shape == intercepts.shape == slopes.shape):
+            raise ValueError("a latency model needs grid, intercepts and slopes of one equal length")
+        if np.any(np.diff(grid) <= 0) or not np.all(np.isfinite(np.concatenate([grid, intercepts, slopes]))):
+            raise ValueError("a latency model needs an increasing grid and finite numbers")
         return cls(grid, intercepts, slopes)
 
     def calibrated_ms(self, value: float, n: int) -> float:

@@ -8,7 +8,7 @@ controller (fixed when the user pins it), so a new model plugs in without new pi
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ from torch import nn
 from .budget import BudgetController, LatencyModel
 from .flops import count_macs
 from .inference import crop_batch, keypoints_from_logits
+from .latency_cache import cached_latency, default_cache_dir, latency_key
 from .models import PoseOutput, load_model, prepare_for_inference
 from .results import Detection, Frame, FrameResult, Person, PoseRecord
 from .smoothing import KeypointSmoother
@@ -43,6 +44,8 @@ class PipelineConfig:
     beta: float = 0.05
     max_people: int = 32
     min_joint_score: float = 0.3
+    latency_cache: Path | None = field(default_factory=default_cache_dir)
+    """Folder of start-up latency calibrations (``latency_cache.py``); None = calibrate every time."""
 
 
 def box_from_keypoints(keypoints: np.ndarray, scores: np.ndarray, min_score: float) -> np.ndarray | None:
@@ -102,14 +105,18 @@ class PosePipeline:
         if self.cfg.budget_ms is None or knob.low == knob.high:
             return BudgetController.fixed(knob, knob.clamp(self.cfg.knob))
         if latency is None:
-            latency = LatencyModel.calibrate(self.measure_ms, knob)
+            latency = cached_latency(
+                latency_key(self.model, self.device),
+                lambda: LatencyModel.calibrate(self.measure_ms, knob),
+                self.cfg.latency_cache,
+            )
         return BudgetController(knob, latency, self.cfg.budget_ms)
 
     @torch.inference_mode()
-    def measure_ms(self, knob: float, n: int, runs: int = 3) -> float:
+    def measure_ms(self, knob: float, n: int, runs: int = 2) -> float:
         """Median milliseconds of one pose call on ``n`` crops at ``knob`` (for calibration)."""
         x = torch.rand(n, 3, INPUT_SIZE[1], INPUT_SIZE[0], device=self.device)
-        self.model(x, knob)
+        self.model(x, knob)  # each knob value and batch size is a new shape: its first call is slower
         times = []
         for _ in range(runs):
             start = time.perf_counter()

@@ -133,6 +133,8 @@ class Track:
     """Frames since it was created."""
     misses: int = 0
     """Consecutive frames without a measurement (detection or pose refinement)."""
+    undetected: int = 0
+    """Frames since the detector last matched it (pose refinements do not count)."""
     confirmed: bool = False
     keypoints: np.ndarray | None = None
     """(J, 2) last pose given to ``Tracker.refine``: the OKS association cue."""
@@ -142,7 +144,11 @@ class Track:
 class Tracker:
     """SORT-style tracker with stable ids that are never reused.
 
-    A track survives ``max_misses`` consecutive frames without a measurement and is dropped on the next.
+    A track survives ``max_misses`` consecutive frames without a measurement and is dropped on the next;
+    pose refinements count as measurements, but they keep a track alive at most ``max_undetected`` frames
+    past its last detection, so a pose model that answers on background cannot keep a ghost alive. At a
+    detector run, a confirmed track left unmatched whose box overlaps a matched one by IoU >=
+    ``duplicate_iou`` is a duplicate of that person (two tracks refined onto one body) and is dropped.
     A track is reported once confirmed (``min_hits`` matched detections); an unconfirmed one is dropped as
     soon as a detector run misses it. Matching requires IoU >= ``iou_threshold``; among the allowed pairs
     the cost is 1 - similarity, where similarity is the IoU, or, with ``oks_weight`` > 0 and poses on both
@@ -153,6 +159,8 @@ class Tracker:
         self,
         iou_threshold: float = 0.3,
         max_misses: int = 30,
+        max_undetected: int = 30,
+        duplicate_iou: float = 0.75,
         min_hits: int = 1,
         max_coast: int = 10,
         recent_frames: int = 10,
@@ -161,6 +169,8 @@ class Tracker:
     ):
         self.iou_threshold = iou_threshold
         self.max_misses = max_misses
+        self.max_undetected = max_undetected
+        self.duplicate_iou = duplicate_iou
         self.min_hits = min_hits
         self.max_coast = max_coast
         """``needs_detection`` once a track has gone this many frames without a measurement."""
@@ -197,9 +207,15 @@ class Tracker:
                 track.box = self._filters[tid].predict()
             track.age += steps
             track.misses += steps
+            track.undetected += steps
         if detections is not None:
             self._associate(detections, keypoints, keypoint_scores)
-        for tid in [t.id for t in self._tracks.values() if t.misses > self.max_misses]:
+        expired = [
+            t.id
+            for t in self._tracks.values()
+            if t.misses > self.max_misses or t.undetected > self.max_undetected
+        ]
+        for tid in expired:
             self._drop(tid, lost=self._tracks[tid].confirmed)
         return [
             dataclasses.replace(t, box=t.box.copy())
@@ -223,12 +239,19 @@ class Tracker:
             track.box = self._filters[track.id].update(det_boxes[c])
             track.score = float(detections[c].score)
             track.hits += 1
-            track.misses = 0
+            track.misses = track.undetected = 0
             track.confirmed = track.confirmed or track.hits >= self.min_hits
             matched_tracks.add(r)
             matched_dets.add(c)
+        matched_boxes = np.array([tracks[r].box for r in matched_tracks]).reshape(-1, 4)
         for r, track in enumerate(tracks):
-            if r not in matched_tracks and not track.confirmed:
+            if r in matched_tracks:
+                continue
+            duplicate = (
+                track.confirmed
+                and iou_matrix(track.box, matched_boxes).max(initial=0.0) >= self.duplicate_iou
+            )
+            if not track.confirmed or duplicate:
                 self._drop(track.id, lost=False)
         for c, det in enumerate(detections):
             if c not in matched_dets:

@@ -19,6 +19,12 @@ import torch  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
+def _private_latency_cache(tmp_path_factory, monkeypatch):
+    """Latency calibrations go to a folder of this test session, never the user's cache."""
+    monkeypatch.setenv("POSEAPP_CACHE", str(tmp_path_factory.getbasetemp() / "latency-cache"))
+
+
+@pytest.fixture(autouse=True)
 def _seed_torch():
     """Give every test the same torch RNG state."""
     torch.manual_seed(0)

@@ -134,6 +134,28 @@ def test_refine_moves_box_and_resets_misses():
         tracker.refine(99, box_at(0, 0))
 
 
+def test_pose_alone_keeps_a_track_only_max_undetected_frames():
+    tracker = Tracker(max_misses=3, max_undetected=12)
+    (track,) = tracker.update(dets(box_at(100, 200)), 0)
+    for f in range(1, 13):  # the detector never confirms it again; the pose model keeps "seeing" it
+        (track,) = tracker.update(None if f % 5 else [], f)
+        tracker.refine(track.id, box_at(100, 200))
+    assert tracker.update(None, 13) == []
+
+
+def test_a_duplicate_track_goes_at_the_next_detection():
+    tracker = Tracker()
+    tracker.update(dets(box_at(100, 200)), 0)
+    tracker.update(dets(box_at(100, 200), box_at(160, 200)), 1)  # a second, shifted box: a second track
+    for f in range(2, 12):  # ... that the pose pulls onto the first person between detector runs
+        assert len(tracker.update(None, f)) == 2
+        tracker.refine(1, box_at(100, 200))
+        tracker.refine(2, box_at(101, 200))
+    kept = tracker.update(dets(box_at(100, 200)), 12)
+    assert [t.id for t in kept] == [1]
+    assert not tracker.lost_recently  # a duplicate is not a person who left
+
+
 def test_oks_cue_overrides_ambiguous_boxes():
     rng = np.random.default_rng(2)
     pose_a, pose_b = rng.uniform(0, 60, (2, NUM_JOINTS, 2)) + [100, 120]
