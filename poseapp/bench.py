@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .flops import count_macs
+from .precision import autocast, resolve_precision
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ def bench_model(
     warmup: int = 3,
     device: str = "cpu",
     inputs: torch.Tensor | None = None,
+    precision: str = "fp32",
 ) -> list[BenchRow]:
     """Time ``model`` at every knob value and batch size; ``inputs`` (N, 3, 256, 192) are the crops
     to use (default: a fixed random batch), cycled to fill the largest batch."""
@@ -58,13 +60,14 @@ def bench_model(
     reps = -(-max(batches) // inputs.shape[0])
     inputs = inputs.repeat(reps, 1, 1, 1)[: max(batches)].to(device)
     rows = []
-    for knob in knobs:
-        with torch.inference_mode():
-            out = model(inputs, knob)
-        macs = count_macs(model, out).double().mean().item()
-        fine = out.fine_stage.float().mean().item() if out.fine_stage is not None else None
-        ms = {b: 1000 * time_call(model, inputs[:b], knob, runs, warmup) / b for b in batches}
-        rows.append(BenchRow(out.knob, macs / 1e9, ms, fine))
+    with autocast(resolve_precision(precision, inputs.device), inputs.device):
+        for knob in knobs:
+            with torch.inference_mode():
+                out = model(inputs, knob)
+            macs = count_macs(model, out).double().mean().item()
+            fine = out.fine_stage.float().mean().item() if out.fine_stage is not None else None
+            ms = {b: 1000 * time_call(model, inputs[:b], knob, runs, warmup) / b for b in batches}
+            rows.append(BenchRow(out.knob, macs / 1e9, ms, fine))
     return rows
 
 

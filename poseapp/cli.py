@@ -12,6 +12,9 @@ import torch
 
 from .models import MODEL_NAMES, WeightsError, create_model, load_model, prepare_for_inference
 from .models.zoo import read_metadata
+from .precision import PRECISIONS, resolve_precision
+
+PRECISION_HELP = "auto: bf16 autocast where the device computes bf16 natively, else fp32"
 
 
 class UsageError(Exception):
@@ -47,8 +50,10 @@ def cmd_bench(args: argparse.Namespace) -> None:
     batches = tuple(args.batch)
     if args.runs < 1 or min(batches) < 1:
         raise UsageError("--runs and --batch must be positive")
-    rows = bench.bench_model(model, knobs, batches, args.runs, args.warmup, resolve_device(args.device))
-    title = f"{args.model} on {args.device} ({torch.get_num_threads()} threads)"
+    device = resolve_device(args.device)
+    precision = resolve_precision(args.precision, torch.device(device))
+    rows = bench.bench_model(model, knobs, batches, args.runs, args.warmup, device, precision=precision)
+    title = f"{args.model} on {device}, {precision} ({torch.get_num_threads()} threads)"
     print(bench.format_table(title, model.knob.name, rows))
 
 
@@ -107,7 +112,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     cfg = TrainConfig(
         model=args.model, stem=args.stem, stem_weights=args.stem_weights, init=args.init or "", train=pairs,
         holdout=args.holdout, out=args.out, epochs=args.epochs, batch=args.batch, lr=args.lr, loss=args.loss,
-        freeze_stem_epochs=args.freeze_stem_epochs, workers=args.workers,
+        freeze_stem_epochs=args.freeze_stem_epochs, workers=args.workers, precision=args.precision,
         time_limit_minutes=args.time_limit, max_steps=args.max_steps,
     )  # fmt: skip
     best = train(cfg)
@@ -140,6 +145,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if bool(args.weights) == bool(args.teacher):
         raise UsageError("give --weights CHECKPOINT or --teacher movenet|yolo (one of them)")
     device = resolve_device(args.device)
+    precision = "fp32" if args.teacher else resolve_precision(args.precision, torch.device(device))
     if args.teacher:
         estimator = teacher_from_args(args.teacher, args.teacher_path, device)
         name, knobs = estimator.name, [None]
@@ -149,19 +155,21 @@ def cmd_eval(args: argparse.Namespace) -> None:
     detector = None
     if args.boxes == "detect" and (args.detector or not hasattr(estimator, "detect_people")):
         try:
-            detector = PersonDetector(args.detector or DEFAULT_DETECTOR, device=device)
+            detector = PersonDetector(args.detector or DEFAULT_DETECTOR, device=device, precision=precision)
         except (FileNotFoundError, ValueError) as exc:
             raise UsageError(str(exc)) from exc
     for knob in knobs:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                report = evaluate(estimator, args.ann, args.images, knob, args.boxes, detector, device)
+                report = evaluate(
+                    estimator, args.ann, args.images, knob, args.boxes, detector, device, precision
+                )
             except (OSError, ValueError, KeyError) as exc:
                 raise UsageError(f"{args.ann}: {exc}") from exc
         for warning in caught:
             print(f"note: {warning.message}", file=sys.stderr)
-        print(f"{name} ({args.boxes} boxes): {report.summary()}", flush=True)
+        print(f"{name} ({args.boxes} boxes, {precision}): {report.summary()}", flush=True)
         if args.results:
             suffix = "" if knob is None or len(knobs) == 1 else f"_knob{knob:g}"
             path = Path(args.results)
@@ -216,12 +224,12 @@ def pipeline_from_args(args: argparse.Namespace):
             f"{model.arch} has no {'--keep-ratio' if args.keep_ratio is not None else '--eta'} knob"
         )
     try:
-        detector = PersonDetector(args.detector, device=device)
+        detector = PersonDetector(args.detector, device=device, precision=args.precision)
     except (FileNotFoundError, ValueError) as exc:
         raise UsageError(str(exc)) from exc
     cfg = PipelineConfig(
         weights=args.weights, device=device, detect_every=args.detect_every, budget_ms=args.budget_ms,
-        knob=knob, smoothing=not args.no_smooth,
+        knob=knob, smoothing=not args.no_smooth, precision=args.precision,
     )  # fmt: skip
     return PosePipeline(cfg, detector, model=model)
 
@@ -286,6 +294,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         choices=["patches", "grid", "merges"],
         help="draw what the model kept (patches), its granularity map (grid), WBAS groups (merges)",
     )
+    run.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
     run.add_argument("--no-smooth", action="store_true", help="turn keypoint smoothing off")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -308,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--warmup", type=int, default=3)
     bench.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     bench.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    bench.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
     bench.add_argument("--pipeline", metavar="CLIP", help="time the whole video job on CLIP instead")
     bench.add_argument(
         "--width", type=int, default=1280, help="--pipeline: resize frames to this width (0: as is)"
@@ -346,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--freeze-stem-epochs", type=int, default=6)
     tr.add_argument("--workers", type=int, default=1)
     tr.add_argument("--threads", type=int, default=0)
+    tr.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
     tr.add_argument("--time-limit", type=float, default=0.0, help="minutes; stop cleanly after")
     tr.add_argument("--max-steps", type=int, default=0)
     tr.set_defaults(func=cmd_train)
@@ -365,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--results", help="write the COCO keypoint results json here")
     ev.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    ev.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
     ev.add_argument("--threads", type=int, default=0)
     ev.set_defaults(func=cmd_eval)
 

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 from .data import Person, PoseDataset, load_people, read_bgr
 from .flops import count_macs
 from .inference import crop_batch, keypoints_from_logits
+from .precision import autocast, resolve_precision
 from .skeleton import INDEX, JOINTS, NUM_JOINTS, SIGMAS, joint_mapping
 from .track import iou_matrix
 from .transforms import heatmaps_to_image, xywh_to_xyxy, xyxy_to_xywh
@@ -82,11 +83,12 @@ class ModelEstimator:
 
     joints = JOINTS
 
-    def __init__(self, model: nn.Module, device: str | torch.device = "cpu") -> None:
+    def __init__(self, model: nn.Module, device: str | torch.device = "cpu", precision: str = "fp32") -> None:
         if model.num_joints != NUM_JOINTS:
             raise ValueError(f"model predicts {model.num_joints} joints, the skeleton has {NUM_JOINTS}")
         self.model = model.to(device).eval()
-        self.device = device
+        self.device = torch.device(device)
+        self.precision = resolve_precision(precision, self.device)
 
     @torch.no_grad()
     def predict(
@@ -95,7 +97,8 @@ class ModelEstimator:
         if len(boxes_xywh) == 0:
             return Predictions.empty()
         crops, matrices = crop_batch(image_bgr, boxes_xywh)
-        out = self.model(crops.to(self.device), knob)
+        with autocast(self.precision, self.device):
+            out = self.model(crops.to(self.device), knob)
         coords, scores = keypoints_from_logits(out.heatmaps)
         xy = heatmaps_to_image(coords.cpu().double(), matrices).numpy()
         return Predictions(xy, scores.cpu().double().numpy(), count_macs(self.model, out).cpu().numpy() / 1e9)
@@ -370,18 +373,20 @@ def evaluate(
     boxes: Literal["gt", "detect"] = "gt",
     detector: Detector | None = None,
     device: str | torch.device = "cpu",
+    precision: str = "fp32",
 ) -> EvalReport:
     """Pose the people of a COCO keypoint file and score them (see ``EvalReport``).
 
     ``boxes="gt"``: top-down on every labelled person's box (``load_people``). ``boxes="detect"``: on
     every image, top-down on ``detector``'s boxes, or, without a detector, the estimator's own end-to-end
-    ``detect_people``. A PoseApp model (``nn.Module``) runs through ``ModelEstimator`` on ``device``.
+    ``detect_people``. A PoseApp model (``nn.Module``) runs through ``ModelEstimator`` on ``device``, in
+    ``precision``.
     """
     if boxes not in ("gt", "detect"):
         raise ValueError(f"boxes must be 'gt' or 'detect', got {boxes!r}")
     knob_used = None
     if isinstance(estimator, nn.Module):
-        estimator = ModelEstimator(estimator, device)
+        estimator = ModelEstimator(estimator, device, precision)
         knob_used = estimator.model.knob.clamp(knob)
     if boxes == "detect" and detector is None and not hasattr(estimator, "detect_people"):
         raise ValueError("boxes='detect' needs a detector: this estimator does not find people itself")

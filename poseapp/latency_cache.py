@@ -35,13 +35,14 @@ def _processor() -> str:
         return platform.processor()
 
 
-def latency_key(model: nn.Module, device: torch.device) -> str:
-    """What a calibration of ``model`` on ``device`` depends on, hashed."""
+def latency_key(model: nn.Module, device: torch.device, precision: str = "fp32") -> str:
+    """What a calibration of ``model`` on ``device`` in ``precision`` depends on, hashed."""
     hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else _processor()
     parts = {
         "arch": getattr(model, "arch", type(model).__name__),
         "config": getattr(model, "config", {}),
         "device": device.type,
+        "precision": precision,
         "hardware": hardware,
         "cores": os.cpu_count(),
         "threads": torch.get_num_threads(),

@@ -20,6 +20,7 @@ from .flops import count_macs
 from .inference import crop_batch, keypoints_from_logits
 from .latency_cache import cached_latency, default_cache_dir, latency_key
 from .models import PoseOutput, load_model, prepare_for_inference
+from .precision import autocast, resolve_precision
 from .results import Detection, Frame, FrameResult, Person, PoseRecord
 from .smoothing import KeypointSmoother
 from .track import Tracker
@@ -33,6 +34,8 @@ DEFAULT_WEIGHTS = REPO / "weights" / "evitpose_t.safetensors"
 class PipelineConfig:
     weights: str | Path = DEFAULT_WEIGHTS
     device: str = "cpu"
+    precision: str = "auto"
+    """``auto``: bf16 autocast where the device has it natively (``precision.py``), else fp32."""
     detect_every: int = 5
     """Longest gap between detector runs; shorter while tracks are lost or the scene is empty."""
     budget_ms: float | None = None
@@ -56,6 +59,14 @@ def box_from_keypoints(keypoints: np.ndarray, scores: np.ndarray, min_score: flo
     lo, hi = keypoints[good].min(axis=0), keypoints[good].max(axis=0)
     pad = np.maximum((hi - lo) * 0.1, 4.0)
     return np.concatenate([lo - pad, hi + pad])
+
+
+def detector_interval(detect_every: int, calm: bool) -> int:
+    """Frames between detector runs: ``detect_every`` in a calm scene (people tracked, none just lost or
+    new, none coasting), half of it (at least 1) while the scene is empty or changing. Halved, not every
+    frame: a person entering or a flickering detection would otherwise keep the detector on every frame
+    for the whole time the scene keeps changing."""
+    return detect_every if calm else max(1, detect_every // 2)
 
 
 def person_records(model: nn.Module, out: PoseOutput) -> list[PoseRecord]:
@@ -86,6 +97,7 @@ class PosePipeline:
     ) -> None:
         self.cfg = cfg
         self.device = torch.device(cfg.device)
+        self.precision = resolve_precision(cfg.precision, self.device)
         self.model = prepare_for_inference(model if model is not None else load_model(cfg.weights)).to(
             self.device
         )
@@ -106,7 +118,7 @@ class PosePipeline:
             return BudgetController.fixed(knob, knob.clamp(self.cfg.knob))
         if latency is None:
             latency = cached_latency(
-                latency_key(self.model, self.device),
+                latency_key(self.model, self.device, self.precision),
                 lambda: LatencyModel.calibrate(self.measure_ms, knob),
                 self.cfg.latency_cache,
             )
@@ -116,12 +128,13 @@ class PosePipeline:
     def measure_ms(self, knob: float, n: int, runs: int = 2) -> float:
         """Median milliseconds of one pose call on ``n`` crops at ``knob`` (for calibration)."""
         x = torch.rand(n, 3, INPUT_SIZE[1], INPUT_SIZE[0], device=self.device)
-        self.model(x, knob)  # each knob value and batch size is a new shape: its first call is slower
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            self.model(x, knob)
-            times.append(1000 * (time.perf_counter() - start))
+        with autocast(self.precision, self.device):
+            self.model(x, knob)  # each knob value and batch size is a new shape: its first call is slower
+            times = []
+            for _ in range(runs):
+                start = time.perf_counter()
+                self.model(x, knob)
+                times.append(1000 * (time.perf_counter() - start))
         return float(np.median(times))
 
     def set_budget(self, budget_ms: float | None) -> None:
@@ -144,9 +157,8 @@ class PosePipeline:
         self.controller = BudgetController.fixed(knob, knob.clamp(value), self.controller.model)
 
     def _detect(self, frame: Frame, have_tracks: bool) -> list[Detection] | None:
-        gap = frame.index - self._last_detection
-        interval = self.cfg.detect_every if have_tracks else max(1, self.cfg.detect_every // 2)
-        if gap < interval and not self.tracker.needs_detection(frame.index):
+        calm = have_tracks and not self.tracker.needs_detection(frame.index)
+        if frame.index - self._last_detection < detector_interval(self.cfg.detect_every, calm):
             return None
         self._last_detection = frame.index
         return self.detector(frame.image)
@@ -163,7 +175,8 @@ class PosePipeline:
         crops, matrices = crop_batch(frame.image, xyxy_to_xywh(boxes))
         knob = self.controller.choose(len(tracks))
         start = time.perf_counter()
-        out = self.model(crops.to(self.device), knob)
+        with autocast(self.precision, self.device):
+            out = self.model(crops.to(self.device), knob)
         coords, scores = keypoints_from_logits(out.heatmaps)
         pose_ms = 1000 * (time.perf_counter() - start)
         self.controller.record(knob, len(tracks), pose_ms)

@@ -146,7 +146,9 @@ class Tracker:
 
     A track survives ``max_misses`` consecutive frames without a measurement and is dropped on the next;
     pose refinements count as measurements, but they keep a track alive at most ``max_undetected`` frames
-    past its last detection, so a pose model that answers on background cannot keep a ghost alive. At a
+    past its last detection, so a pose model that answers on background cannot keep a ghost alive. A
+    coasting box that shrinks to under ``min_side`` pixels wide or high has lost its person and is dropped
+    at once (otherwise a person walking out of view leaves a dwindling box that is posed for a second). At a
     detector run, a confirmed track left unmatched whose box overlaps a matched one by IoU >=
     ``duplicate_iou`` is a duplicate of that person (two tracks refined onto one body) and is dropped.
     A track is reported once confirmed (``min_hits`` matched detections); an unconfirmed one is dropped as
@@ -158,7 +160,7 @@ class Tracker:
     def __init__(
         self,
         iou_threshold: float = 0.3,
-        max_misses: int = 30,
+        max_misses: int = 15,
         max_undetected: int = 30,
         duplicate_iou: float = 0.75,
         min_hits: int = 1,
@@ -166,6 +168,7 @@ class Tracker:
         recent_frames: int = 10,
         oks_weight: float = 0.0,
         refine_noise: float = 2.0,
+        min_side: float = 4.0,
     ):
         self.iou_threshold = iou_threshold
         self.max_misses = max_misses
@@ -178,6 +181,7 @@ class Tracker:
         """How long a lost track or a new person keeps ``needs_detection`` true."""
         self.oks_weight = oks_weight
         self.refine_noise = refine_noise
+        self.min_side = min_side
         """Measurement noise of a pose box relative to a detector box (the pose box is less exact)."""
         self._tracks: dict[int, Track] = {}
         self._filters: dict[int, BoxKalman] = {}
@@ -213,7 +217,9 @@ class Tracker:
         expired = [
             t.id
             for t in self._tracks.values()
-            if t.misses > self.max_misses or t.undetected > self.max_undetected
+            if t.misses > self.max_misses
+            or t.undetected > self.max_undetected
+            or min(t.box[2] - t.box[0], t.box[3] - t.box[1]) < self.min_side
         ]
         for tid in expired:
             self._drop(tid, lost=self._tracks[tid].confirmed)

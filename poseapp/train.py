@@ -27,6 +27,7 @@ from .inference import keypoints_from_logits
 from .losses import LOSSES, object_keypoint_similarity, quality_loss
 from .models import EMGPose, EViTPose, WeightsError, create_model, load_model, save_model
 from .models.stem import YoloStem
+from .precision import autocast, resolve_precision
 from .skeleton import SIGMAS
 
 
@@ -54,6 +55,8 @@ class TrainConfig:
     quality_weight: float = 0.03
     quality_from_epoch: int = 2
     workers: int = 1
+    precision: str = "auto"
+    """``auto``: bf16 autocast where the device has native bf16 (CUDA, AVX512-BF16/AMX CPUs), else fp32."""
     checkpoint_minutes: float = 5.0
     time_limit_minutes: float = 0.0
     """Stop cleanly (checkpoint written) after this long; 0 = no limit."""
@@ -183,11 +186,9 @@ def train(cfg: TrainConfig) -> Path:
         else model
     )
     total_steps = cfg.epochs * len(loader)
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if device.type == "cuda"
-        else torch.autocast("cpu", enabled=False)
-    )
+    precision = resolve_precision(cfg.precision, device)
+    if rank == 0:
+        print(f"training on {device} in {precision}", flush=True)
 
     started = time.monotonic()
     saved_at = started
@@ -218,7 +219,7 @@ def train(cfg: TrainConfig) -> Path:
             batch = _to(batch, device)
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(state["step"], total_steps, cfg)
-            with autocast:
+            with autocast(precision, device):
                 loss = training_loss(ddp, batch, sample_knob(model, cfg, rng), cfg, epoch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

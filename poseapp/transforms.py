@@ -186,7 +186,8 @@ def decode_heatmaps(
     argmax (see ``_FIT_RADIUS``), which works on MSE targets, softmax maps and logit maps alike.
     """
     if isinstance(heatmaps, torch.Tensor):
-        return _decode(heatmaps, input_size)
+        with torch.autocast(heatmaps.device.type, enabled=False):  # a least-squares fit: never in bf16
+            return _decode(heatmaps, input_size)
     coords, scores = _decode(torch.from_numpy(np.ascontiguousarray(heatmaps)), input_size)
     return coords.numpy(), scores.numpy()
 

@@ -163,3 +163,32 @@ def test_4k_portrait_odd_and_crowded_clips(tmp_path, width: int, height: int, pe
         stream = container.streams.video[0]
         assert (stream.width, stream.height) == (width + width % 2, height + height % 2)
         assert sum(1 for _ in container.decode(video=0)) == 3
+
+
+class Arriving(FakeDetector):
+    """One more person from frame ``at`` on; records the frames it ran on."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__(count=1)
+        self.at, self.ran_on, self.frame = at, [], 0
+
+    def __call__(self, image: np.ndarray) -> list[Detection]:
+        self.ran_on.append(self.frame)
+        self.count = 1 if self.frame < self.at else 2
+        return super().__call__(image)
+
+
+def test_detector_runs_every_k_frames_when_calm_and_every_other_while_people_arrive() -> None:
+    detector = Arriving(at=12)
+    pipeline = PosePipeline(PipelineConfig(detect_every=6, knob=1.0), detector, model=EViTPose(TINY, 19))
+    image = np.full((H, W, 3), 40, np.uint8)
+    for i in range(40):
+        detector.frame = i
+        pipeline.step(Frame(i, image, i / 25))
+    gaps = np.diff(detector.ran_on)
+    # first person: frame 0 (empty scene), then every other frame while the track is new, then calm
+    assert detector.ran_on[:2] == [0, 3] and gaps.max() == 6
+    arrived = next(f for f in detector.ran_on if f >= 12)  # the run that sees the second person
+    after = [f for f in detector.ran_on if arrived <= f <= arrived + 10]
+    assert np.all(np.diff(after) == 3)  # changing scene: half the interval, never every frame
+    assert gaps.min() >= 3

@@ -184,3 +184,12 @@ def test_needs_detection_signal():
     assert tracker.needs_detection(13)  # coasted max_coast frames without a measurement
     tracker.update(dets(box_at(100, 200)), 13)
     assert not tracker.needs_detection(14)
+
+
+def test_a_collapsing_coasting_box_is_dropped_before_max_misses():
+    tracker = Tracker(max_misses=30, min_side=4.0)
+    for f, height in enumerate((200, 150, 100)):  # a person walking away: the box shrinks fast
+        tracker.update(dets(np.array([100.0, 100.0, 100.0 + height / 2, 100.0 + height])), f)
+    lost_at = next(f for f in range(3, 30) if not tracker.update(None, f))
+    assert lost_at < 10  # the box hit the floor of min_side long before 30 unseen frames
+    assert tracker.lost_recently

@@ -204,3 +204,13 @@ def test_flip_heatmaps_is_an_involution_and_mirrors_points():
         coords, _ = decode_heatmaps(flipped[:1])
         expected = np.stack([IN_W - 1 - xy[flip_index, 0], xy[flip_index, 1]], axis=1)
         np.testing.assert_allclose(np.asarray(coords[0]), expected, atol=0.05)
+
+
+def test_decoding_inside_bf16_autocast_matches_float32() -> None:
+    """Training computes EMGPose's quality target under autocast; the fit must stay in float32."""
+    maps = torch.rand(2, 19, 64, 48)
+    expected, _ = decode_heatmaps(maps)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        coords, _ = decode_heatmaps(maps)
+    assert coords.dtype == torch.float32
+    torch.testing.assert_close(coords, expected)
