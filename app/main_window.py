@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pyqtgraph as pg
+import torch
 from PyQt6.QtCore import QRectF, Qt, QTimer
 from PyQt6.QtGui import QCloseEvent, QKeySequence, QShortcut
 from PyQt6.QtWidgets import (
@@ -41,7 +42,7 @@ from PyQt6.QtWidgets import (
 from poseapp.cli import resolve_device
 from poseapp.models.knob import FIXED
 from poseapp.models.zoo import WeightsError, read_metadata
-from poseapp.pipeline import REPO
+from poseapp.pipeline import REPO, pose_threads
 from poseapp.render import Overlays, draw_result
 from poseapp.results import FrameResult
 from poseapp.video import SourceInfo
@@ -438,6 +439,7 @@ def run_gui(
 ) -> int:
     """Open the viewer on ``source`` (video file, image folder or webcam index; None = webcam 0) and run
     Qt until the window closes; returns the exit code."""
+    torch.set_num_threads(pose_threads())
     app = qt_application()
     window = MainWindow(
         DefaultPipelines(detector, resolve_device(device)),

@@ -155,6 +155,6 @@ def bench_yolo_every_frame(
     seconds = time.perf_counter() - start
     ms = np.asarray(pose_ms)
     return PipelineBench(
-        "yolo11n-pose every frame", len(ms), seconds, float(np.median(ms)), float(np.percentile(ms, 95)),
+        f"yolo11n-pose every frame ({torch.get_num_threads()} threads)", len(ms), seconds, float(np.median(ms)), float(np.percentile(ms, 95)),
         float("nan"), max(people),
     )  # fmt: skip

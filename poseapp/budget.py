@@ -107,6 +107,9 @@ class BudgetController:
     as the current value no longer fits, but returns only once there is clear room, and a prediction
     sitting at the boundary cannot make it alternate frame by frame.
 
+    When even the cheapest value cannot pose everyone in time, ``capacity`` says how many people fit; the
+    pipeline poses that many (those waiting longest) and carries the others' last poses along their tracks.
+
     Fixed mode (``BudgetController.fixed``): always the pinned value, so the pipeline has one code path.
     """
 
@@ -151,6 +154,15 @@ class BudgetController:
         self.last_value = value
         self.last_predicted_ms = math.nan if self.model is None else self.model.predict(value, n_people)
         return value
+
+    def capacity(self, n_people: int) -> int:
+        """How many of ``n_people`` crops to pose this frame: all of them in fixed mode or when they fit
+        the budget at the cheapest knob value, else the most that fit (at least 1)."""
+        if self.pinned is not None or self.model is None or n_people <= 1:
+            return n_people
+        cheapest, limit = float(self.model.grid[0]), self.margin * self.budget_ms
+        fits = [m for m in range(1, n_people + 1) if self.model.predict(cheapest, m) <= limit]
+        return max(fits, default=1)
 
     def _adaptive(self, n: int, model: LatencyModel) -> float:
         limit = self.margin * self.budget_ms

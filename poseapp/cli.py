@@ -41,10 +41,13 @@ def model_from_args(name: str, weights: str | None, stem: str = "patch") -> torc
 def cmd_bench(args: argparse.Namespace) -> None:
     from . import bench
 
+    if args.pipeline:
+        from .pipeline import pose_threads
+
+        torch.set_num_threads(args.threads or pose_threads())
+        return bench_pipelines(args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.pipeline:
-        return bench_pipelines(args)
     model = model_from_args(args.model, args.weights, args.stem)
     knobs = args.knob or [model.knob.default]
     batches = tuple(args.batch)
@@ -79,6 +82,7 @@ def bench_pipelines(args: argparse.Namespace) -> None:
                                               Path(tmp) / "out.mp4")  # fmt: skip
                 print(result.row(), flush=True)
             if args.compare_yolo:
+                torch.set_num_threads(os.cpu_count() or 1)  # Ultralytics as its users run it: all cores
                 yolo = bench.bench_yolo_every_frame(
                     args.pipeline, args.detector, args.width, Path(tmp) / "y.mp4"
                 )
@@ -235,10 +239,12 @@ def pipeline_from_args(args: argparse.Namespace):
 
 
 def cmd_video(args: argparse.Namespace) -> None:
+    from .pipeline import pose_threads
     from .render import Overlays
     from .run import annotate_video, open_writer
     from .video import VideoError, open_source
 
+    torch.set_num_threads(args.threads or pose_threads())
     if args.out is None and args.json is None and args.csv is None and not args.show:
         raise UsageError("--video needs somewhere to put the result: --out, --json, --csv or --show")
     overlays = Overlays(patches="patches" in args.overlay, granularity="grid" in args.overlay,
@@ -297,6 +303,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
     run.add_argument("--no-smooth", action="store_true", help="turn keypoint smoothing off")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores but one)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -315,7 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     bench.add_argument("--runs", type=int, default=20, help="timed runs per setting (median reported)")
     bench.add_argument("--warmup", type=int, default=3)
-    bench.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    bench.add_argument(
+        "--threads", type=int, default=0, help="torch threads (0: torch's; --pipeline: all cores but one)"
+    )
     bench.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     bench.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
     bench.add_argument("--pipeline", metavar="CLIP", help="time the whole video job on CLIP instead")

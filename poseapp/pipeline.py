@@ -7,6 +7,7 @@ controller (fixed when the user pins it), so a new model plugs in without new pi
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ from .precision import autocast, resolve_precision
 from .results import Detection, Frame, FrameResult, Person, PoseRecord
 from .smoothing import KeypointSmoother
 from .track import Tracker
-from .transforms import INPUT_SIZE, heatmaps_to_image, xyxy_to_xywh
+from .transforms import INPUT_SIZE, heatmaps_to_image, invert_matrix, xyxy_to_xywh
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_WEIGHTS = REPO / "weights" / "evitpose_t.safetensors"
@@ -61,12 +62,47 @@ def box_from_keypoints(keypoints: np.ndarray, scores: np.ndarray, min_score: flo
     return np.concatenate([lo - pad, hi + pad])
 
 
+def pose_threads() -> int:
+    """Torch threads for the pose thread while decoding and encoding run beside it: all cores but one.
+
+    On 2 cores one thread beats two: two compete with the codec threads, and a parallel region waits for
+    its slowest thread (sports2d at 1280 px: 24.2 FPS with one, 21.3 with two; ``main.py bench``)."""
+    return max(1, (os.cpu_count() or 1) - 1)
+
+
 def detector_interval(detect_every: int, calm: bool) -> int:
     """Frames between detector runs: ``detect_every`` in a calm scene (people tracked, none just lost or
     new, none coasting), half of it (at least 1) while the scene is empty or changing. Halved, not every
     frame: a person entering or a flickering detection would otherwise keep the detector on every frame
     for the whole time the scene keeps changing."""
     return detect_every if calm else max(1, detect_every // 2)
+
+
+def box_motion(old_box: np.ndarray, new_box: np.ndarray) -> np.ndarray:
+    """The (2, 3) image affine (scale per axis, then shift) that takes ``old_box`` onto ``new_box``."""
+    old, new = np.asarray(old_box, np.float64), np.asarray(new_box, np.float64)
+    scale = np.maximum(new[2:] - new[:2], 1e-6) / np.maximum(old[2:] - old[:2], 1e-6)
+    return np.column_stack([np.diag(scale), new[:2] - scale * old[:2]])
+
+
+def carried(person: Person, box: np.ndarray) -> Person:
+    """``person``'s pose moved with its track from ``person.box`` to ``box`` (a frame it was not posed)."""
+    motion = box_motion(person.box, box)
+    keypoints = person.keypoints @ motion[:, :2].T + motion[:, 2]
+    inverse = np.vstack([invert_matrix(motion), [0.0, 0.0, 1.0]])
+    crop = person.crop_matrix @ inverse
+    return Person(person.track_id, np.asarray(box, np.float64), keypoints, person.scores, crop, person.record)
+
+
+def pose_order(tracks: list, last_posed: dict[int, int]) -> list[int]:
+    """Positions in ``tracks`` by who should be posed first: never posed, then longest since posed,
+    then larger box."""
+
+    def key(i: int) -> tuple[float, float]:
+        box = tracks[i].box
+        return (last_posed.get(tracks[i].id, -np.inf), -(box[2] - box[0]) * (box[3] - box[1]))
+
+    return sorted(range(len(tracks)), key=key)
 
 
 def person_records(model: nn.Module, out: PoseOutput) -> list[PoseRecord]:
@@ -111,6 +147,8 @@ class PosePipeline:
         self.smoother = KeypointSmoother(self.cfg.min_cutoff, self.cfg.beta, enabled=self.cfg.smoothing)
         self._last_detection = -(10**9)
         self._tracked = 0
+        self._poses: dict[int, tuple[int, Person]] = {}
+        """Track id -> (frame index, the person as last posed), for people a budget could not pose."""
 
     def _controller(self, latency: LatencyModel | None) -> BudgetController:
         knob = self.model.knob
@@ -168,29 +206,39 @@ class PosePipeline:
         detections = self._detect(frame, self._tracked > 0)
         tracks = self.tracker.update(detections, frame.index)[: self.cfg.max_people]
         self._tracked = len(tracks)
+        live = {t.id for t in tracks}
+        self._poses = {tid: pose for tid, pose in self._poses.items() if tid in live}
+        self.smoother.forget(live)
         if not tracks:
-            self.smoother.forget(())
             return FrameResult(frame, [], self.controller.choose(0), 0.0, 0.0, detections is not None)
-        boxes = np.stack([t.box for t in tracks])
-        crops, matrices = crop_batch(frame.image, xyxy_to_xywh(boxes))
-        knob = self.controller.choose(len(tracks))
+        count = self.controller.capacity(len(tracks))
+        chosen = sorted(pose_order(tracks, {tid: f for tid, (f, _) in self._poses.items()})[:count])
+        posed = [tracks[i] for i in chosen]
+        crops, matrices = crop_batch(frame.image, xyxy_to_xywh(np.stack([t.box for t in posed])))
+        knob = self.controller.choose(len(posed))
         start = time.perf_counter()
         with autocast(self.precision, self.device):
             out = self.model(crops.to(self.device), knob)
         coords, scores = keypoints_from_logits(out.heatmaps)
         pose_ms = 1000 * (time.perf_counter() - start)
-        self.controller.record(knob, len(tracks), pose_ms)
+        self.controller.record(knob, len(posed), pose_ms)
         keypoints = heatmaps_to_image(coords.cpu().double(), matrices).numpy()
         scores = scores.cpu().numpy()
-        people = []
         for track, kp, sc, m, record in zip(
-            tracks, keypoints, scores, matrices, person_records(self.model, out), strict=True
+            posed, keypoints, scores, matrices, person_records(self.model, out), strict=True
         ):
             kp = self.smoother.smooth(track.id, kp, frame.time)
             refined = box_from_keypoints(kp, sc, self.cfg.min_joint_score)
             if refined is not None:
                 self.tracker.refine(track.id, refined, kp, sc)
-            people.append(Person(track.id, track.box, kp, sc, m, record))
-        self.smoother.forget(t.id for t in tracks)
+            self._poses[track.id] = (frame.index, Person(track.id, track.box, kp, sc, m, record))
+        people = []
+        for track in tracks:
+            if track.id in self._poses:  # a track the budget has not reached yet is shown from its first pose
+                f, person = self._poses[track.id]
+                people.append(person if f == frame.index else carried(person, track.box))
         gflops = float(count_macs(self.model, out).sum()) / 1e9
-        return FrameResult(frame, people, out.knob, pose_ms, gflops, detections is not None)
+        result = FrameResult(frame, people, out.knob, pose_ms, gflops, detections is not None)
+        if len(posed) < len(tracks):
+            result.posed = len(posed)
+        return result

@@ -292,7 +292,7 @@ def draw_hud(img: np.ndarray, result: FrameResult) -> np.ndarray:
         f"pose {result.pose_ms:.1f} ms",
         f"{result.gflops:.2f} GFLOPs",
         f"knob {result.knob:.2f}",
-        f"people {len(result.people)}",
+        f"people {len(result.people)}" + ("" if result.posed is None else f" (posed {result.posed})"),
         f"dropped {result.dropped}",
     ]
     scale = _text_scale(img)

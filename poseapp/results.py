@@ -68,3 +68,6 @@ class FrameResult:
     dropped: int = 0
     """Live mode: frames skipped so far because processing was slower than capture."""
     fps: float = 0.0
+    posed: int | None = None
+    """Set when the model posed only this many of ``people`` (a latency budget too small for all); the
+    others carry their last pose along their track."""

@@ -99,3 +99,13 @@ def test_fixed_mode_always_returns_pinned(model):
     assert bare.last_measured_ms == 12.0
     with pytest.raises(ValueError):
         BudgetController(KNOB, None, 30.0).choose(1)
+
+
+def test_capacity_is_everyone_until_the_cheapest_knob_no_longer_fits(model):
+    controller = BudgetController(KNOB, model, budget_ms=30.0, margin=0.9)  # 27 ms: 2 + 1.5 n at keep 0.5
+    assert [controller.capacity(n) for n in (0, 1, 10, 16)] == [0, 1, 10, 16]
+    assert controller.capacity(17) == 16 and controller.capacity(40) == 16  # 2 + 1.5 * 17 > 27
+    tiny = BudgetController(KNOB, model, budget_ms=1.0)
+    assert tiny.capacity(5) == 1  # nothing fits: still pose one person a frame
+    pinned = BudgetController.fixed(KNOB, 0.5, model)
+    assert pinned.capacity(40) == 40  # no budget: everyone, every frame

@@ -11,9 +11,9 @@ import pytest
 from poseapp.budget import BudgetController, LatencyModel
 from poseapp.models import EMGPose, EViTPose
 from poseapp.models.vit import ViTSize
-from poseapp.pipeline import PipelineConfig, PosePipeline
+from poseapp.pipeline import PipelineConfig, PosePipeline, carried
 from poseapp.render import Overlays
-from poseapp.results import Detection, Frame
+from poseapp.results import Detection, Frame, Person
 from poseapp.run import annotate_video, open_writer
 from poseapp.video import VideoWriter, open_source
 
@@ -192,3 +192,51 @@ def test_detector_runs_every_k_frames_when_calm_and_every_other_while_people_arr
     after = [f for f in detector.ran_on if arrived <= f <= arrived + 10]
     assert np.all(np.diff(after) == 3)  # changing scene: half the interval, never every frame
     assert gaps.min() >= 3
+
+
+class Walking(FakeDetector):
+    """``count`` people side by side, all walking right 4 px a call."""
+
+    def __call__(self, image: np.ndarray) -> list[Detection]:
+        shift = 4.0 * self.calls
+        return [Detection(d.box + [shift, 0, shift, 0], d.score) for d in super().__call__(image)]
+
+
+def test_a_budget_too_small_for_everyone_poses_the_longest_waiting_and_carries_the_others() -> None:
+    model = EViTPose(TINY, 19)
+    grid = model.knob.grid(5)
+    latency = LatencyModel(grid, np.zeros(5), np.full(5, 10.0), rate=0.0)  # 10 ms a crop at any knob
+    cfg = PipelineConfig(budget_ms=25.0, detect_every=1)  # 2 crops fit 0.9 x 25 ms, 3 do not
+    pipeline = PosePipeline(cfg, Walking(5), model=model, latency=latency)
+    image = np.random.default_rng(1).integers(0, 255, (H, W, 3), dtype=np.uint8)
+    results = [pipeline.step(Frame(i, image, i / 25)) for i in range(7)]
+    assert [r.posed for r in results] == [2] * 7
+    assert [len(r.people) for r in results] == [2, 4, 5, 5, 5, 5, 5]  # shown from their first pose
+    last_fresh, fresh_frames = {}, {}
+    for i, result in enumerate(results):
+        fresh = {p.track_id for p in result.people if p.track_id not in last_fresh or
+                 p.record is not last_fresh[p.track_id].record}  # fmt: skip
+        assert len(fresh) == 2
+        for person in result.people:
+            if person.track_id in fresh:
+                last_fresh[person.track_id] = person
+                fresh_frames.setdefault(person.track_id, []).append(i)
+                continue
+            moved = carried(last_fresh[person.track_id], person.box)  # the last pose, moved with the track
+            np.testing.assert_allclose(person.keypoints, moved.keypoints)
+            np.testing.assert_allclose(person.crop_matrix, moved.crop_matrix)
+    # round robin: nobody waits more than 3 frames for a fresh pose
+    assert all(np.diff(frames).max() <= 3 for frames in fresh_frames.values())
+    assert sorted(fresh_frames) == [1, 2, 3, 4, 5]
+
+
+def test_carried_pose_follows_the_box_and_keeps_the_crop_consistent() -> None:
+    keypoints = np.array([[10.0, 20.0], [30.0, 60.0]])
+    matrix = np.array([[2.0, 0.0, -10.0], [0.0, 2.0, -20.0]])
+    person = Person(1, np.array([0.0, 0.0, 40.0, 80.0]), keypoints, np.ones(2), matrix)
+    moved = carried(person, np.array([100.0, 50.0, 120.0, 90.0]))  # shifted, half the width and height
+    np.testing.assert_allclose(moved.keypoints, [[105.0, 60.0], [115.0, 80.0]])
+    # a joint maps to the same crop pixel before and after the move
+    crop_before = matrix[:, :2] @ keypoints[0] + matrix[:, 2]
+    crop_after = moved.crop_matrix[:, :2] @ moved.keypoints[0] + moved.crop_matrix[:, 2]
+    np.testing.assert_allclose(crop_after, crop_before)
