@@ -154,7 +154,7 @@ def bench_yolo_every_frame(
             writer.write(result.plot())
     seconds = time.perf_counter() - start
     ms = np.asarray(pose_ms)
+    name = f"yolo11n-pose every frame ({torch.get_num_threads()} threads)"
     return PipelineBench(
-        f"yolo11n-pose every frame ({torch.get_num_threads()} threads)", len(ms), seconds, float(np.median(ms)), float(np.percentile(ms, 95)),
-        float("nan"), max(people),
-    )  # fmt: skip
+        name, len(ms), seconds, float(np.median(ms)), float(np.percentile(ms, 95)), float("nan"), max(people)
+    )
