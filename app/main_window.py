@@ -415,7 +415,7 @@ class MainWindow(QMainWindow):
         text = f"dropped {self._dropped}"
         if self._model is not None:
             m = self._model
-            text = f"{m.device} | {m.arch} | detector every {m.detect_every} frames | {text}"
+            text = f"{m.device} {m.precision} | {m.arch} | detector every {m.detect_every} frames | {text}"
         self.status_info.setText(text)
 
 

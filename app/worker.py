@@ -55,6 +55,7 @@ class ModelInfo:
     pinned: float | None
     """The manual knob value; None while a latency budget drives the knob."""
     device: str
+    precision: str
     detect_every: int
 
     @classmethod
@@ -67,6 +68,7 @@ class ModelInfo:
             model.knob,
             pipeline.controller.pinned,
             pipeline.cfg.device,
+            pipeline.precision,
             pipeline.cfg.detect_every,
         )
 

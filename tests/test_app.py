@@ -14,6 +14,7 @@ from poseapp.budget import LatencyModel
 from poseapp.models import EMGPose, EViTPose
 from poseapp.models.vit import ViTSize
 from poseapp.pipeline import PipelineConfig, PosePipeline
+from poseapp.precision import resolve_precision
 from poseapp.render import Overlays, draw_result
 from poseapp.results import Detection
 from poseapp.video import VideoWriter, probe
@@ -105,7 +106,9 @@ def test_frames_are_drawn_and_plotted(qtbot, open_window) -> None:
     assert window.last_result.frame.index >= 3
     for key, curve in window.plots.curves.items():
         assert len(curve.getData()[0]) > counts[key], key
-    assert window.status_info.text().startswith("cpu | EViTPose | detector every 5 frames | dropped 0")
+    precision = resolve_precision("auto", torch.device("cpu"))
+    expected = f"cpu {precision} | EViTPose | detector every 5 frames | dropped 0"
+    assert window.status_info.text().startswith(expected)
 
 
 def test_overlay_toggles_redraw_and_reach_the_worker(qtbot, open_window, tmp_path) -> None:
