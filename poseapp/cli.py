@@ -104,17 +104,20 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise UsageError(f"unknown model {args.model!r}; known: {', '.join(MODEL_NAMES)}")
     if args.stem == "yolo" and args.model.startswith("emgpose"):
         raise UsageError("EMGPose re-cuts patches at three scales and needs --stem patch")
-    if args.init:
+    if args.init and args.init_from:
+        raise UsageError("give --init (same model) or --init-from (another model), not both")
+    if args.init or args.init_from:
         try:
-            arch = read_metadata(args.init)["arch"]
+            arch = read_metadata(args.init or args.init_from)["arch"]
         except WeightsError as exc:
             raise UsageError(str(exc)) from exc
-        if arch != args.model:
+        if args.init and arch != args.model:
             raise UsageError(f"--init {args.init} holds a {arch} model, not {args.model}")
-    elif args.stem == "yolo" and not Path(args.stem_weights).is_file():
+    if not args.init and args.stem == "yolo" and not Path(args.stem_weights).is_file():
         raise UsageError(f"--stem yolo needs the teacher checkpoint {args.stem_weights} (run ./setup.sh)")
     cfg = TrainConfig(
-        model=args.model, stem=args.stem, stem_weights=args.stem_weights, init=args.init or "", train=pairs,
+        model=args.model, stem=args.stem, stem_weights=args.stem_weights, init=args.init or "",
+        init_from=args.init_from or "", train=pairs,
         holdout=args.holdout, out=args.out, epochs=args.epochs, batch=args.batch, lr=args.lr, loss=args.loss,
         freeze_stem_epochs=args.freeze_stem_epochs, workers=args.workers, precision=args.precision,
         time_limit_minutes=args.time_limit, max_steps=args.max_steps,
@@ -348,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--stem-weights", default="assets/fetched/yolo11n-pose.pt")
     tr.add_argument("--init", help="PoseApp checkpoint of the same model to warm-start from (new schedule)")
+    tr.add_argument(
+        "--init-from", help="PoseApp checkpoint of another model: copy the tensors both have (e.g. blocks)"
+    )
     tr.add_argument(
         "--train",
         nargs=2,

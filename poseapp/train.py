@@ -38,6 +38,9 @@ class TrainConfig:
     stem_weights: str = "assets/fetched/yolo11n-pose.pt"
     init: str = ""
     """A PoseApp checkpoint of the same model to start from (a new schedule; the stem is not re-read)."""
+    init_from: str = ""
+    """A PoseApp checkpoint of another model: every tensor of matching name and shape (the transformer
+    blocks and norms of a trained EViTPose, say) seeds this fresh model; the rest starts as usual."""
     train: list[tuple[str, str]] = field(default_factory=list)
     """(annotation json, image folder) pairs."""
     holdout: int = 500
@@ -82,7 +85,8 @@ def _device(rank: int) -> torch.device:
 
 
 def build_model(cfg: TrainConfig) -> nn.Module:
-    """A fresh model: from ``cfg.init`` when given, else random with the stem read from the teacher."""
+    """A fresh model: from ``cfg.init`` when given, else random with the stem read from the teacher,
+    then seeded from ``cfg.init_from``."""
     if cfg.init:
         model = load_model(cfg.init, expect=cfg.model)
         if model.arch != cfg.model:
@@ -92,7 +96,22 @@ def build_model(cfg: TrainConfig) -> nn.Module:
     model = create_model(cfg.model, **config)
     if isinstance(model.patch_embed, YoloStem):
         model.patch_embed.init_from_yolo(cfg.stem_weights)
+    if cfg.init_from:
+        copied = seed_from(model, load_model(cfg.init_from))
+        print(f"seeded {len(copied)} of {len(model.state_dict())} tensors from {cfg.init_from}", flush=True)
     return model
+
+
+def seed_from(model: nn.Module, source: nn.Module) -> list[str]:
+    """Copy into ``model`` every tensor of ``source`` with the same name and shape; returns their names.
+    WeightsError when nothing matches (the two models share no part)."""
+    target = model.state_dict()
+    shared = {k: v for k, v in source.state_dict().items() if k in target and target[k].shape == v.shape}
+    if not shared:
+        source_name, model_name = (getattr(m, "arch", type(m).__name__) for m in (source, model))
+        raise WeightsError(f"{source_name} shares no tensor with {model_name}")
+    model.load_state_dict(shared, strict=False)
+    return sorted(shared)
 
 
 def lr_at(step: int, total: int, cfg: TrainConfig) -> float:

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from poseapp.models import WeightsError, load_model, save_model
+from poseapp.models import WeightsError, create_model, load_model, save_model
 from poseapp.skeleton import COCO17
-from poseapp.train import TrainConfig, build_model, lr_at, train
+from poseapp.train import TrainConfig, build_model, lr_at, seed_from, train
 
 
 def write_dataset(folder, people: int = 6) -> tuple[str, str]:
@@ -83,3 +83,19 @@ def test_warm_start_begins_from_the_given_checkpoint(tmp_path) -> None:
     warm.model = "vitpose_t"
     with pytest.raises(WeightsError, match="evitpose_t"):
         build_model(warm)
+
+
+def test_init_from_seeds_the_shared_tensors_of_another_model(tmp_path) -> None:
+    source = create_model("evitpose_t")
+    path = tmp_path / "evit.safetensors"
+    save_model(source, path)
+    cfg = TrainConfig(model="emgpose_t", stem="patch", init_from=str(path))
+    model = build_model(cfg)
+    copied = seed_from(create_model("emgpose_t"), load_model(path))
+    assert "blocks.0.attn.qkv.weight" in copied and "norm.weight" in copied
+    assert "pos_coarse" not in copied  # EMGPose's own parts start fresh
+    reference = load_model(path).state_dict()  # the checkpoint is half precision: compare to it
+    for name in copied:
+        assert torch.equal(model.state_dict()[name], reference[name]), name
+    with pytest.raises(WeightsError, match="shares no tensor"):
+        seed_from(torch.nn.Linear(2, 2), load_model(path))
