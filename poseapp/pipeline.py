@@ -24,7 +24,7 @@ from .models import PoseOutput, load_model, prepare_for_inference
 from .precision import autocast, resolve_precision
 from .results import Detection, Frame, FrameResult, Person, PoseRecord
 from .smoothing import KeypointSmoother
-from .track import Tracker
+from .track import Track, Tracker
 from .transforms import INPUT_SIZE, heatmaps_to_image, invert_matrix, xyxy_to_xywh
 
 REPO = Path(__file__).resolve().parent.parent
@@ -94,7 +94,7 @@ def carried(person: Person, box: np.ndarray) -> Person:
     return Person(person.track_id, np.asarray(box, np.float64), keypoints, person.scores, crop, person.record)
 
 
-def pose_order(tracks: list, last_posed: dict[int, int]) -> list[int]:
+def pose_order(tracks: list[Track], last_posed: dict[int, int]) -> list[int]:
     """Positions in ``tracks`` by who should be posed first: never posed, then longest since posed,
     then larger box."""
 
