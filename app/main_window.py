@@ -42,9 +42,10 @@ from PyQt6.QtWidgets import (
 from poseapp.cli import resolve_device
 from poseapp.models.knob import FIXED
 from poseapp.models.zoo import WeightsError, read_metadata
-from poseapp.pipeline import REPO, pose_threads
+from poseapp.pipeline import REPO
 from poseapp.render import Overlays, draw_result
 from poseapp.results import FrameResult
+from poseapp.run import pose_threads
 from poseapp.video import SourceInfo
 
 from .plots import PlotsPanel

@@ -42,7 +42,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     from . import bench
 
     if args.pipeline:
-        from .pipeline import pose_threads
+        from .run import pose_threads
 
         torch.set_num_threads(args.threads or pose_threads())
         return bench_pipelines(args)
@@ -242,9 +242,8 @@ def pipeline_from_args(args: argparse.Namespace):
 
 
 def cmd_video(args: argparse.Namespace) -> None:
-    from .pipeline import pose_threads
     from .render import Overlays
-    from .run import annotate_video, open_writer
+    from .run import annotate_video, open_writer, pose_threads
     from .video import VideoError, open_source
 
     torch.set_num_threads(args.threads or pose_threads())

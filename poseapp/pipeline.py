@@ -7,7 +7,6 @@ controller (fixed when the user pins it), so a new model plugs in without new pi
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,14 +59,6 @@ def box_from_keypoints(keypoints: np.ndarray, scores: np.ndarray, min_score: flo
     lo, hi = keypoints[good].min(axis=0), keypoints[good].max(axis=0)
     pad = np.maximum((hi - lo) * 0.1, 4.0)
     return np.concatenate([lo - pad, hi + pad])
-
-
-def pose_threads() -> int:
-    """Torch threads for the pose thread while decoding and encoding run beside it: all cores but one.
-
-    On 2 cores one thread beats two: two compete with the codec threads, and a parallel region waits for
-    its slowest thread (sports2d at 1280 px: 24.2 FPS with one, 21.3 with two; ``main.py bench``)."""
-    return max(1, (os.cpu_count() or 1) - 1)
 
 
 def detector_interval(detect_every: int, calm: bool) -> int:

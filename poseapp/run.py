@@ -7,6 +7,7 @@ run early and still finalise a playable file of the frames done so far.
 
 from __future__ import annotations
 
+import os
 import queue
 import signal
 import threading
@@ -52,6 +53,14 @@ class RunSummary:
             f"mean GFLOPs/frame {np.mean(self.gflops):.2f}; up to {max(self.people)} people; "
             f"corrupt frames skipped: {self.corrupt}; dropped: {self.dropped}"
         )
+
+
+def pose_threads() -> int:
+    """Torch threads for the pose thread while decoding and encoding run beside it: all cores but one.
+
+    On 2 cores one thread beats two: two compete with the codec threads, and a parallel region waits for
+    its slowest thread (sports2d at 1280 px: 24.2 FPS with one, 21.3 with two; ``main.py bench``)."""
+    return max(1, (os.cpu_count() or 1) - 1)
 
 
 @contextmanager
