@@ -154,7 +154,7 @@ def bench_yolo_every_frame(
             writer.write(result.plot())
     seconds = time.perf_counter() - start
     ms = np.asarray(pose_ms)
-    name = f"yolo11n-pose every frame ({torch.get_num_threads()} threads)"
+    name = f"yolo11n-pose every frame (torch threads: {torch.get_num_threads()}, Ultralytics' choice)"
     return PipelineBench(
         name, len(ms), seconds, float(np.median(ms)), float(np.percentile(ms, 95)), float("nan"), max(people)
     )

@@ -82,7 +82,6 @@ def bench_pipelines(args: argparse.Namespace) -> None:
                                               Path(tmp) / "out.mp4")  # fmt: skip
                 print(result.row(), flush=True)
             if args.compare_yolo:
-                torch.set_num_threads(os.cpu_count() or 1)  # Ultralytics as its users run it: all cores
                 yolo = bench.bench_yolo_every_frame(
                     args.pipeline, args.detector, args.width, Path(tmp) / "y.mp4"
                 )
