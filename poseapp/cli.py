@@ -176,6 +176,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
         for warning in caught:
             print(f"note: {warning.message}", file=sys.stderr)
         print(f"{name} ({args.boxes} boxes, {precision}): {report.summary()}", flush=True)
+        if args.per_joint:
+            print(report.joint_table(), flush=True)
         if args.results:
             suffix = "" if knob is None or len(knobs) == 1 else f"_knob{knob:g}"
             path = Path(args.results)
@@ -388,6 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--detector", help="--boxes detect: person detector (default yolo11n-pose; --teacher yolo: its own)"
     )
     ev.add_argument("--results", help="write the COCO keypoint results json here")
+    ev.add_argument(
+        "--per-joint", action="store_true", help="also PCK@0.2 and mean offset (torso lengths) per joint"
+    )
     ev.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     ev.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
     ev.add_argument("--threads", type=int, default=0)

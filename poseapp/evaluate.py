@@ -115,8 +115,17 @@ class EvalReport:
     knob: float | None
     people: int
     """Ground-truth people scored."""
+    joints: dict[str, JointError]
+    """Per-joint PCK@0.2 and bias, over the joints the dataset and the model share."""
     results: list[dict] = field(repr=False)
     """COCO keypoint results, keypoints in the dataset's joint order."""
+
+    def joint_table(self) -> str:
+        """One line per joint: PCK@0.2 and the mean signed offset in torso lengths."""
+        lines = [f"{'joint':<16}{'PCK@0.2':>8}{'dx':>8}{'dy':>8}{'labels':>8}"]
+        for name, e in self.joints.items():
+            lines.append(f"{name:<16}{e.pck:>8.3f}{e.bias[0]:>+8.3f}{e.bias[1]:>+8.3f}{e.count:>8d}")
+        return "\n".join(lines)
 
     def summary(self) -> str:
         ap = " ".join(f"{key} {self.ap[key]:.3f}" for key in AP_KEYS)
@@ -144,18 +153,52 @@ def predict_dataset(
     return Predictions(np.concatenate(xy), np.concatenate(scores), np.concatenate(macs) / 1e9)
 
 
-def pck(pred: np.ndarray, truth: np.ndarray, visible: np.ndarray, threshold: float = PCK_THRESHOLD) -> float:
-    """PCK@threshold of the torso size (left shoulder to right hip), over labelled joints of people whose
-    torso is labelled. pred, truth: (N, J, 2); visible: (N, J). A NaN prediction counts as wrong."""
+def _torso_offsets(pred: np.ndarray, truth: np.ndarray, visible: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(pred - truth) / torso`` (N, J, 2), the torso being left shoulder to right hip, and the mask (N, J)
+    of labelled joints of people whose torso is labelled."""
     ls, rh = INDEX["left_shoulder"], INDEX["right_hip"]
     has_torso = (visible[:, ls] > 0) & (visible[:, rh] > 0)
     torso = np.linalg.norm(truth[:, ls] - truth[:, rh], axis=-1)
     mask = (visible > 0) & has_torso[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (pred - truth) / torso[:, None, None], mask
+
+
+def pck(pred: np.ndarray, truth: np.ndarray, visible: np.ndarray, threshold: float = PCK_THRESHOLD) -> float:
+    """PCK@threshold of the torso size (left shoulder to right hip), over labelled joints of people whose
+    torso is labelled. pred, truth: (N, J, 2); visible: (N, J). A NaN prediction counts as wrong."""
+    offsets, mask = _torso_offsets(pred, truth, visible)
     if not mask.any():
         return float("nan")
-    dist = np.linalg.norm(pred - truth, axis=-1)
-    correct = dist <= threshold * torso[:, None]
-    return float(correct[mask].mean())
+    return float((np.linalg.norm(offsets, axis=-1) <= threshold)[mask].mean())
+
+
+@dataclass(frozen=True)
+class JointError:
+    """How one joint is predicted, in torso lengths (see ``pck``)."""
+
+    pck: float
+    """PCK@0.2 of this joint alone."""
+    bias: tuple[float, float]
+    """Mean signed (dx, dy) of prediction minus truth: a systematic offset, e.g. another dataset's
+    convention for where the joint is (image y points down)."""
+    count: int
+
+
+def joint_errors(pred: np.ndarray, truth: np.ndarray, visible: np.ndarray) -> dict[str, JointError]:
+    """``JointError`` of every joint with at least one scored label, by name. A NaN prediction counts as
+    wrong for the PCK and is left out of the bias."""
+    offsets, mask = _torso_offsets(pred, truth, visible)
+    errors = {}
+    for j, name in enumerate(JOINTS):
+        scored = offsets[mask[:, j], j]
+        if len(scored) == 0:
+            continue
+        found = scored[np.isfinite(scored).all(axis=1)]
+        bias = tuple(float(v) for v in found.mean(axis=0)) if len(found) else (float("nan"),) * 2
+        errors[name] = JointError(float((np.linalg.norm(scored, axis=-1) <= PCK_THRESHOLD).mean()), bias,
+                                  len(scored))  # fmt: skip
+    return errors
 
 
 def pck_on_people(
@@ -414,11 +457,13 @@ def evaluate(
     visible = np.array([p.visibility for p in people]).reshape(-1, NUM_JOINTS) * model_mask
     truth_xy = np.array([p.xy for p in people]).reshape(-1, NUM_JOINTS, 2)
     gflops = np.concatenate([p.pose.gflops for p in posed.values()] + [np.zeros(0)])
+    matched_xy = _matched_xy(people, posed)
     return EvalReport(
         ap=coco_keypoint_ap(ann_file, results, estimator.joints),
-        pck=pck(_matched_xy(people, posed), truth_xy, visible),
+        pck=pck(matched_xy, truth_xy, visible),
         gflops=float(gflops.mean()) if len(gflops) else float("nan"),
         knob=knob_used,
         people=len(people),
+        joints=joint_errors(matched_xy, truth_xy, visible),
         results=results,
     )

@@ -193,3 +193,16 @@ def test_pck_is_nan_without_a_torso(tmp_path):
     names = tuple(n for n in COCO17 if n != "right_hip")
     ann_file = write_coco(tmp_path, names=names)
     assert math.isnan(evaluate(Oracle(), ann_file, tmp_path).pck)
+
+
+def test_per_joint_errors_show_a_systematic_offset(tmp_path):
+    ann_file = write_coco(tmp_path)
+    torso = np.hypot(*np.subtract(POSE["left_shoulder"], POSE["right_hip"]))
+    report = evaluate(Oracle(shift=(0, 5)), ann_file, tmp_path)
+    assert set(report.joints) == set(COCO17)  # the joints the dataset labels
+    for name, error in report.joints.items():
+        assert error.pck == 1.0 and error.count == 3, name
+        assert error.bias == pytest.approx((0.0, 5 / torso)), name  # every joint 5 px too low
+    assert "left_hip" in report.joint_table() and f"{5 / torso:+.3f}" in report.joint_table()
+    far = evaluate(Oracle(shift=(-10, 0)), ann_file, tmp_path).joints["nose"]
+    assert far.pck == 0.0 and far.bias == pytest.approx((-10 / torso, 0.0))
