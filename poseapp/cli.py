@@ -205,7 +205,7 @@ def cmd_label(args: argparse.Namespace) -> None:
     try:
         summary = label_images(
             teacher, source, args.out, fill_only=args.fill_only, every=args.every, boxer=boxer,
-            min_box_score=args.min_box_score, min_confidence=args.min_confidence, relabel=args.relabel,
+            min_box_score=args.min_box_score, min_confidence=args.min_confidence,
         )  # fmt: skip
     except (OSError, ValueError, KeyError) as exc:
         raise UsageError(str(exc)) from exc
@@ -408,13 +408,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--fill-only",
         metavar="ANN",
         help="human-labelled json of --source: keep its labels, fill only the joints its skeleton lacks",
-    )
-    lb.add_argument(
-        "--relabel",
-        nargs="+",
-        default=[],
-        metavar="JOINT",
-        help="--fill-only: also replace these human joints (labelled by another convention, e.g. LSP's hips)",
     )
     lb.add_argument("--every", type=int, default=5, help="video: label every k-th frame")
     lb.add_argument("--min-box-score", type=float, default=0.5, help="people kept from the detector")

@@ -8,7 +8,7 @@ every joint (1 for a human label), for confidence-weighted training.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -18,7 +18,7 @@ import numpy as np
 
 from .data import load_people, read_bgr
 from .evaluate import PoseEstimator
-from .skeleton import INDEX, JOINTS, LIMB_INDEX, NUM_JOINTS, joint_mapping
+from .skeleton import JOINTS, LIMB_INDEX, NUM_JOINTS, joint_mapping
 from .teachers import YoloPoseTeacher
 from .transforms import xyxy_to_xywh
 
@@ -128,20 +128,15 @@ def _label_frames(
 
 
 def _fill_missing(
-    teacher: PoseEstimator,
-    ann_file: Path,
-    image_dir: Path,
-    min_confidence: float,
-    relabel: Sequence[str] = (),
+    teacher: PoseEstimator, ann_file: Path, image_dir: Path, min_confidence: float
 ) -> tuple[list[dict], list[dict]]:
     """The human-labelled people of ``ann_file`` (their boxes and areas too) with the joints its skeleton
-    lacks, and the ``relabel`` joints, filled in by ``teacher`` (top-down on the human boxes)."""
+    lacks filled in by ``teacher`` (top-down on the human boxes)."""
     with open(ann_file, encoding="utf-8") as f:
         data = json.load(f)
     mapping = joint_mapping(data["categories"][0]["keypoints"])
     named = np.zeros(NUM_JOINTS, dtype=bool)
     named[mapping[mapping >= 0]] = True
-    named[[INDEX[name] for name in relabel]] = False
     fill = np.isin(np.array(JOINTS), teacher.joints) & ~named
 
     areas = {ann.get("id", i): ann.get("area") for i, ann in enumerate(data["annotations"])}  # as load_people
@@ -155,7 +150,6 @@ def _fill_missing(
         for person, xy, scores in zip(people, pose.xy, pose.scores, strict=True):
             out_xy, visibility = person.xy.copy(), person.visibility.copy()
             confidence = (visibility > 0).astype(np.float64)
-            out_xy[~named], visibility[~named], confidence[~named] = 0.0, 0.0, 0.0
             out_xy[fill], confidence[fill] = xy[fill], scores[fill]
             visibility[fill] = teacher_visibility(scores[fill], min_confidence)
             annotation = keypoint_annotation(
@@ -175,7 +169,6 @@ def label_images(
     boxer: YoloPoseTeacher | None = None,
     min_box_score: float = MIN_BOX_SCORE,
     min_confidence: float = MIN_CONFIDENCE,
-    relabel: Sequence[str] = (),
 ) -> LabelSummary:
     """Write a COCO keypoint file of ``teacher``'s labels for an image folder or a video.
 
@@ -184,22 +177,16 @@ def label_images(
     own when ``teacher is boxer``, else ``teacher``'s top-down. A video gives every ``every``-th frame, saved
     in ``images/`` beside ``out_json``. With ``fill_only`` (a human-labelled COCO file of the folder
     ``source``), its people keep their human labels and the teacher labels only the joints that file's
-    skeleton lacks, and the ``relabel`` joints: joints the file does label, but by another convention
-    than the teacher's (LSP's hips sit lower than COCO's), whose human labels are then replaced.
+    skeleton lacks.
     """
     source, out_json = Path(source), Path(out_json)
-    if relabel and fill_only is None:
-        raise ValueError("relabel replaces human labels and needs fill_only (the human-labelled file)")
-    unknown = [name for name in relabel if name not in INDEX]
-    if unknown:
-        raise ValueError(f"unknown joints {unknown}; the skeleton's: {', '.join(JOINTS)}")
     if every < 1:
         raise ValueError(f"every must be >= 1, got {every}")
     if fill_only is not None:
         if not source.is_dir():
             raise ValueError(f"fill_only labels an image folder; {source} is not one")
         image_dir = source
-        images, annotations = _fill_missing(teacher, Path(fill_only), source, min_confidence, relabel)
+        images, annotations = _fill_missing(teacher, Path(fill_only), source, min_confidence)
     else:
         if boxer is None:
             boxer = teacher if isinstance(teacher, YoloPoseTeacher) else YoloPoseTeacher()

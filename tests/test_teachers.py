@@ -168,21 +168,3 @@ def test_fill_only_keeps_human_labels_and_fills_missing_joints(tmp_path):
             np.testing.assert_array_equal(keypoints[j], [1000 + j, 2000 + j, 2])
             assert scores[j] == pytest.approx(0.9)
     assert out["id"] == 5 and out["bbox"] == [5, 5, 60, 90] and out["area"] == 3000
-
-    relabelled = label_images(
-        FixedTeacher(), tmp_path, tmp_path / "hips.json", fill_only=tmp_path / "human.json",
-        relabel=["left_hip", "right_hip"],
-    )  # fmt: skip
-    (out,) = json.loads(relabelled.out_json.read_text())["annotations"]
-    keypoints = np.reshape(out["keypoints"], (NUM_JOINTS, 3))
-    for name in ("left_hip", "right_hip"):  # another convention: the teacher's joint replaces the human's
-        j = INDEX[name]
-        np.testing.assert_array_equal(keypoints[j], [1000 + j, 2000 + j, 2])
-        assert out["keypoint_scores"][j] == pytest.approx(0.9)
-    j = INDEX["left_shoulder"]
-    np.testing.assert_array_equal(keypoints[j], human[LSP_NAMES.index("left_shoulder")])
-    with pytest.raises(ValueError, match="unknown joints"):
-        label_images(FixedTeacher(), tmp_path, tmp_path / "x.json", fill_only=tmp_path / "human.json",
-                      relabel=["hip"])  # fmt: skip
-    with pytest.raises(ValueError, match="needs fill_only"):
-        label_images(FixedTeacher(), tmp_path, tmp_path / "x.json", relabel=["left_hip"])
