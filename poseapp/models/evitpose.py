@@ -31,7 +31,7 @@ def _scatter_rows(target: torch.Tensor, index: torch.Tensor, rows: torch.Tensor)
 
 class EViTPose(nn.Module):
     knob = Knob("keep_ratio", low=0.25, high=1.0, default=0.5)
-    """Default 0.5: on pelota the shipped checkpoint loses 0.008 AP there against keep 1.0 for 33% fewer
+    """Default 0.5: on pelota the shipped checkpoint loses 0.004 AP there against keep 1.0 for 33% fewer
     GFLOPs (``weights/evitpose_t.md``)."""
 
     def __init__(
