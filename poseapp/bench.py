@@ -52,11 +52,12 @@ def bench_model(
     inputs: torch.Tensor | None = None,
     precision: str = "fp32",
 ) -> list[BenchRow]:
-    """Time ``model`` at every knob value and batch size; ``inputs`` (N, 3, 256, 192) are the crops
-    to use (default: a fixed random batch), cycled to fill the largest batch."""
+    """Time ``model`` at every knob value and batch size; ``inputs`` (N, 3, h, w) are the crops
+    to use (default: a fixed random batch of the model's input size), cycled to fill the largest batch."""
     model = model.to(device).eval()
     if inputs is None:
-        inputs = torch.randn(max(batches), 3, 256, 192, generator=torch.Generator().manual_seed(0))
+        w, h = model.input_size
+        inputs = torch.randn(max(batches), 3, h, w, generator=torch.Generator().manual_seed(0))
     reps = -(-max(batches) // inputs.shape[0])
     inputs = inputs.repeat(reps, 1, 1, 1)[: max(batches)].to(device)
     rows = []

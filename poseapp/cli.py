@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from .models import MODEL_NAMES, WeightsError, create_model, load_model, prepare_for_inference
+from .models.vit import DEFAULT_IMG_HW
 from .models.zoo import read_metadata
 from .precision import PRECISIONS, resolve_precision
 
@@ -90,6 +91,17 @@ def bench_pipelines(args: argparse.Namespace) -> None:
             raise UsageError(str(exc)) from exc
 
 
+def crop_size(text: str) -> tuple[int, int]:
+    """``HxW`` (e.g. ``256x192``) -> (h, w), each a positive multiple of the 16-pixel patch."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HxW, e.g. 256x192") from None
+    if min(h, w) < 16 or h % 16 or w % 16:
+        raise argparse.ArgumentTypeError(f"{text}: height and width must be positive multiples of 16")
+    return h, w
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from .train import TrainConfig, train
 
@@ -105,6 +117,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise UsageError("EMGPose re-cuts patches at three scales and needs --stem patch")
     if args.init and args.init_from:
         raise UsageError("give --init (same model) or --init-from (another model), not both")
+    if args.init and args.input_size != DEFAULT_IMG_HW:
+        raise UsageError("--init keeps the checkpoint's crop size; use --init-from to train at another")
     if args.init or args.init_from:
         try:
             arch = read_metadata(args.init or args.init_from)["arch"]
@@ -116,7 +130,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise UsageError(f"--stem yolo needs the teacher checkpoint {args.stem_weights} (run ./setup.sh)")
     cfg = TrainConfig(
         model=args.model, stem=args.stem, stem_weights=args.stem_weights, init=args.init or "",
-        init_from=args.init_from or "", train=pairs,
+        init_from=args.init_from or "", train=pairs, img_hw=args.input_size,
         holdout=args.holdout, out=args.out, epochs=args.epochs, batch=args.batch, lr=args.lr, loss=args.loss,
         freeze_stem_epochs=args.freeze_stem_epochs, workers=args.workers, precision=args.precision,
         time_limit_minutes=args.time_limit, max_steps=args.max_steps,
@@ -362,6 +376,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar=("ANN", "IMAGES"),
         help="COCO keypoint json and its image folder (repeat for several datasets)",
     )
+    tr.add_argument(
+        "--input-size", type=crop_size, default=DEFAULT_IMG_HW, metavar="HxW",
+        help="crop height x width of a new model (default 256x192; 192x144 is about 40%% cheaper)",
+    )  # fmt: skip
     tr.add_argument("--holdout", type=int, default=500, help="people of the first set kept for validation")
     tr.add_argument("--out", default="runs/train")
     tr.add_argument("--epochs", type=int, default=10)

@@ -96,7 +96,7 @@ class ModelEstimator:
     ) -> Predictions:
         if len(boxes_xywh) == 0:
             return Predictions.empty()
-        crops, matrices = crop_batch(image_bgr, boxes_xywh)
+        crops, matrices = crop_batch(image_bgr, boxes_xywh, self.model.input_size)
         with autocast(self.precision, self.device):
             out = self.model(crops.to(self.device), knob)
         coords, scores = keypoints_from_logits(out.heatmaps)

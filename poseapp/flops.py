@@ -15,7 +15,7 @@ from torch import nn
 
 from .models.emgpose import EMGPose
 from .models.evitpose import EViTPose
-from .models.heads import HEATMAP_HW, DeconvHead, TokenHeatmapHead
+from .models.heads import DeconvHead, TokenHeatmapHead
 from .models.record import PoseOutput
 from .models.vit import ViTSize
 from .models.vitpose import ViTPose
@@ -76,7 +76,7 @@ def deconv_head_macs(head: DeconvHead, dim: int, joints: int, grid: tuple[int, i
 
 
 def token_head_macs(head: TokenHeatmapHead, dim: int, joints: int) -> int:
-    return joints * (dim * head.hidden + head.hidden * HEATMAP_HW[0] * HEATMAP_HW[1])
+    return joints * (dim * head.hidden + head.hidden * head.heatmap_hw[0] * head.heatmap_hw[1])
 
 
 def head_macs(head: nn.Module, dim: int, joints: int, grid: tuple[int, int]) -> int:

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import torch
 
-from .transforms import INPUT_SIZE, box_to_center_scale, crop_matrix, decode_heatmaps
+from .transforms import HEATMAP_STRIDE, INPUT_SIZE, box_to_center_scale, crop_matrix, decode_heatmaps
 
 TARGET_SIGMA = 2.0
 
@@ -24,18 +24,21 @@ def keypoints_from_logits(
     """
     b, j, h, w = logits.shape
     prob = logits.float().flatten(2).softmax(dim=-1).reshape(b, j, h, w)
-    coords, peak = decode_heatmaps(prob)
+    coords, peak = decode_heatmaps(prob, (w * HEATMAP_STRIDE, h * HEATMAP_STRIDE))
     return coords, (peak * 2 * math.pi * sigma**2).clamp(0.0, 1.0)
 
 
-def crop_batch(image_bgr: np.ndarray, boxes_xywh: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
-    """The model input for the people in ``boxes_xywh`` (N, 4): 256x192 RGB crops in [0, 1] (N, 3, 256, 192)
-    of each box padded 1.25 at a fixed aspect, and the image->crop matrices (N, 2, 3)."""
-    w, h = INPUT_SIZE
+def crop_batch(
+    image_bgr: np.ndarray, boxes_xywh: np.ndarray, input_size: tuple[int, int] = INPUT_SIZE
+) -> tuple[torch.Tensor, np.ndarray]:
+    """The model input for the people in ``boxes_xywh`` (N, 4): RGB crops in [0, 1] (N, 3, h, w) of
+    ``input_size`` (w, h), each box padded 1.25 at the crop's aspect; and the image->crop matrices
+    (N, 2, 3)."""
+    w, h = input_size
     crops = np.empty((len(boxes_xywh), h, w, 3), dtype=np.uint8)
     matrices = np.empty((len(boxes_xywh), 2, 3))
     for i, box in enumerate(boxes_xywh):
-        matrices[i] = crop_matrix(*box_to_center_scale(box))
+        matrices[i] = crop_matrix(*box_to_center_scale(box, aspect=w / h), out_size=input_size)
         crops[i] = cv2.warpAffine(image_bgr, matrices[i], (w, h), flags=cv2.INTER_LINEAR)
     tensor = torch.from_numpy(crops[..., ::-1].copy()).permute(0, 3, 1, 2).float().div_(255.0)
     return tensor, matrices

@@ -24,7 +24,7 @@ from .precision import autocast, resolve_precision
 from .results import Detection, Frame, FrameResult, Person, PoseRecord
 from .smoothing import KeypointSmoother
 from .track import Track, Tracker
-from .transforms import INPUT_SIZE, heatmaps_to_image, invert_matrix, xyxy_to_xywh
+from .transforms import heatmaps_to_image, invert_matrix, xyxy_to_xywh
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_WEIGHTS = REPO / "weights" / "evitpose_t.safetensors"
@@ -156,7 +156,8 @@ class PosePipeline:
     @torch.inference_mode()
     def measure_ms(self, knob: float, n: int, runs: int = 2) -> float:
         """Median milliseconds of one pose call on ``n`` crops at ``knob`` (for calibration)."""
-        x = torch.rand(n, 3, INPUT_SIZE[1], INPUT_SIZE[0], device=self.device)
+        w, h = self.model.input_size
+        x = torch.rand(n, 3, h, w, device=self.device)
         with autocast(self.precision, self.device):
             self.model(x, knob)  # each knob value and batch size is a new shape: its first call is slower
             times = []
@@ -205,7 +206,8 @@ class PosePipeline:
         count = self.controller.capacity(len(tracks))
         chosen = sorted(pose_order(tracks, {tid: f for tid, (f, _) in self._poses.items()})[:count])
         posed = [tracks[i] for i in chosen]
-        crops, matrices = crop_batch(frame.image, xyxy_to_xywh(np.stack([t.box for t in posed])))
+        boxes = xyxy_to_xywh(np.stack([t.box for t in posed]))
+        crops, matrices = crop_batch(frame.image, boxes, self.model.input_size)
         knob = self.controller.choose(len(posed))
         start = time.perf_counter()
         with autocast(self.precision, self.device):

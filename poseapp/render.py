@@ -15,7 +15,7 @@ import numpy as np
 
 from . import skeleton
 from .results import FrameResult, Person
-from .transforms import INPUT_SIZE, invert_matrix, transform_points
+from .transforms import invert_matrix, transform_points
 
 _SHIFT = 4
 _ONE = 1 << _SHIFT
@@ -230,7 +230,7 @@ def draw_granularity(img: np.ndarray, person: Person) -> np.ndarray:
         _label(img, "coarse", (int(person.box[0]), int(person.box[3]) + 1), (90, 90, 90), below=True)
         return img
     rows, cols = level.shape
-    cell_w, cell_h = INPUT_SIZE[0] / cols, INPUT_SIZE[1] / rows
+    cell_w = cell_h = person.record.patch
     boxes = _grid_boxes(rows, cols, cell_w, cell_h)
     level = level.reshape(-1)
     colors = np.array([_LEVEL_BGR.get(s, (128, 128, 128)) for s in level])

@@ -32,7 +32,7 @@ class PoseRecord:
     """EViTPose: per pruning layer, indices into ``grid`` of the patches kept."""
     grid: tuple[int, int] = (16, 12)
     patch: int = 16
-    """Crop pixels per grid cell (``grid`` x ``patch`` = the 256x192 crop)."""
+    """Crop pixels per grid cell (``grid`` x ``patch`` = the model's crop, 256x192 by default)."""
     granularity: np.ndarray | None = None
     """EMGPose: (rows, cols) 0 = fine stage not run, 1 whole, 2 = 2x2, 3 = 3x3."""
     token_boxes: np.ndarray | None = None
@@ -51,7 +51,7 @@ class Person:
     scores: np.ndarray
     """(J,) confidence in [0, 1]."""
     crop_matrix: np.ndarray
-    """(2, 3) image -> 256x192 crop affine the model saw."""
+    """(2, 3) image -> crop affine the model saw."""
     record: PoseRecord = field(default_factory=PoseRecord)
 
 

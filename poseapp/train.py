@@ -27,6 +27,7 @@ from .inference import keypoints_from_logits
 from .losses import LOSSES, object_keypoint_similarity, quality_loss
 from .models import EMGPose, EViTPose, WeightsError, create_model, load_model, save_model
 from .models.stem import YoloStem
+from .models.vit import DEFAULT_IMG_HW, resample_pos_embed
 from .precision import autocast, resolve_precision
 from .skeleton import SIGMAS
 
@@ -41,6 +42,8 @@ class TrainConfig:
     init_from: str = ""
     """A PoseApp checkpoint of another model: every tensor of matching name and shape (the transformer
     blocks and norms of a trained EViTPose, say) seeds this fresh model; the rest starts as usual."""
+    img_hw: tuple[int, int] = DEFAULT_IMG_HW
+    """Crop (h, w) of a fresh model, multiples of the patch (16); one from ``init`` keeps its own."""
     train: list[tuple[str, str]] = field(default_factory=list)
     """(annotation json, image folder) pairs."""
     holdout: int = 500
@@ -93,6 +96,8 @@ def build_model(cfg: TrainConfig) -> nn.Module:
             raise WeightsError(f"{cfg.init} holds a {model.arch} model, not {cfg.model}")
         return model.train()
     config = {"stem": cfg.stem} if cfg.stem != "patch" else {}
+    if tuple(cfg.img_hw) != DEFAULT_IMG_HW:
+        config["img_hw"] = list(cfg.img_hw)
     model = create_model(cfg.model, **config)
     if isinstance(model.patch_embed, YoloStem):
         model.patch_embed.init_from_yolo(cfg.stem_weights)
@@ -104,9 +109,14 @@ def build_model(cfg: TrainConfig) -> nn.Module:
 
 def seed_from(model: nn.Module, source: nn.Module) -> list[str]:
     """Copy into ``model`` every tensor of ``source`` with the same name and shape; returns their names.
-    WeightsError when nothing matches (the two models share no part)."""
+    A position embedding of another grid (the source trained at another crop size) is resampled to this
+    one. WeightsError when nothing matches (the two models share no part)."""
     target = model.state_dict()
-    shared = {k: v for k, v in source.state_dict().items() if k in target and target[k].shape == v.shape}
+    weights = source.state_dict()
+    pos = weights.get("pos_embed")
+    if pos is not None and "pos_embed" in target and pos.shape != target["pos_embed"].shape:
+        weights["pos_embed"] = resample_pos_embed(pos, source.grid, model.grid)
+    shared = {k: v for k, v in weights.items() if k in target and target[k].shape == v.shape}
     if not shared:
         source_name, model_name = (getattr(m, "arch", type(m).__name__) for m in (source, model))
         raise WeightsError(f"{source_name} shares no tensor with {model_name}")
@@ -140,7 +150,8 @@ def training_loss(model: nn.Module, batch, knob: float | None, cfg: TrainConfig,
             with torch.no_grad():
                 coarse_xy, _ = keypoints_from_logits(out.coarse_heatmaps)
                 truth, visible = batch.joints[..., :2], batch.weight
-                area = torch.full_like(visible[:, 0], 192.0 * 256.0 / 1.25**2)
+                w, h = model.input_size  # the person fills the crop bar its padding
+                area = torch.full_like(visible[:, 0], w * h / 1.25**2)
                 oks = object_keypoint_similarity(
                     coarse_xy, truth, visible, area, torch.as_tensor(SIGMAS).float()
                 )
@@ -163,10 +174,13 @@ def train(cfg: TrainConfig) -> Path:
     out_dir = Path(cfg.out)
     out_dir.mkdir(parents=True, exist_ok=True)
 
+    model = build_model(cfg).to(device)
     first, *rest = cfg.train
     people, holdout = split_people(load_people(*first), cfg.holdout)
-    train_sets = [PoseDataset(people, train=True, augment=AugmentConfig())]
-    train_sets += [PoseDataset(load_people(*pair), train=True, augment=AugmentConfig()) for pair in rest]
+    train_sets = [
+        PoseDataset(group, train=True, augment=AugmentConfig(), input_size=model.input_size)
+        for group in [people] + [load_people(*pair) for pair in rest]
+    ]
     data = ConcatDataset(train_sets)
     sampler = DistributedSampler(data, seed=cfg.seed) if world > 1 else None
     loader = DataLoader(
@@ -179,9 +193,8 @@ def train(cfg: TrainConfig) -> Path:
         persistent_workers=cfg.workers > 0,
         pin_memory=device.type == "cuda",
     )
-    val_set = PoseDataset(holdout, train=False)
+    val_set = PoseDataset(holdout, train=False, input_size=model.input_size)
 
-    model = build_model(cfg).to(device)
     params = list(model.parameters())
     decay = [p for p in params if p.ndim > 1]
     no_decay = [p for p in params if p.ndim <= 1]

@@ -4,7 +4,8 @@ Conventions
 -----------
 * Points are continuous pixel coordinates ``(x, y)``; pixel ``(i, j)`` (row, column) has its centre at
   ``(x=j, y=i)``, as in ``cv2.warpAffine``. An image ``W`` pixels wide spans ``x`` in ``[-0.5, W - 0.5]``.
-* Sizes are ``(w, h)``. The model input is ``INPUT_SIZE`` and its heatmaps are ``HEATMAP_SIZE`` (stride 4).
+* Sizes are ``(w, h)``. The default model input is ``INPUT_SIZE``; a model's heatmaps are its input at
+  ``HEATMAP_STRIDE`` (``heatmap_size``), ``HEATMAP_SIZE`` for the default input.
 * Heatmap coordinate of an input point: ``u = (x + 0.5) / stride - 0.5`` (same for ``y``), i.e. cell ``u``
   covers input ``x`` in ``[u * stride - 0.5, (u + 1) * stride - 0.5]``. Both edges of the input map onto both
   edges of the heatmap, so mirroring a heatmap's columns mirrors ``x`` to ``input_w - 1 - x`` exactly.
@@ -20,7 +21,15 @@ import numpy as np
 import torch
 
 INPUT_SIZE: tuple[int, int] = (192, 256)
-HEATMAP_SIZE: tuple[int, int] = (48, 64)
+HEATMAP_STRIDE = 4
+
+
+def heatmap_size(input_size: tuple[int, int]) -> tuple[int, int]:
+    """(w, h) of the heatmaps a model with crops of ``input_size`` (w, h) predicts."""
+    return input_size[0] // HEATMAP_STRIDE, input_size[1] // HEATMAP_STRIDE
+
+
+HEATMAP_SIZE: tuple[int, int] = heatmap_size(INPUT_SIZE)
 
 # Decoding: the coarse peak is the argmax of a lightly blurred map (robust to single-cell spikes), then a
 # Gaussian is fitted around it: a weighted least-squares quadratic fit to the log of the raw map over a

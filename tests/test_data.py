@@ -98,7 +98,8 @@ def person(tmp_path) -> Person:
 def peaks(target: torch.Tensor) -> np.ndarray:
     """Argmax of each heatmap, in input (crop) pixels: (J, 2) x, y."""
     flat = target.flatten(1).argmax(1).numpy()
-    cells = np.stack([flat % HEATMAP_SIZE[0], flat // HEATMAP_SIZE[0]], axis=1)
+    width = target.shape[-1]
+    cells = np.stack([flat % width, flat // width], axis=1)
     return (cells + 0.5) * STRIDE - 0.5
 
 
@@ -121,10 +122,13 @@ def test_lsp_names_map_to_unified_joints(tmp_path):
     assert sample.weight.sum() == NUM_JOINTS - len(missing)
 
 
+@pytest.mark.parametrize("input_size", [INPUT_SIZE, (144, 192)])
 @pytest.mark.parametrize("seed", range(6))
-def test_training_crop_pixels_and_targets_agree(person, seed):
+def test_training_crop_pixels_and_targets_agree(person, seed, input_size):
     torch.manual_seed(seed)
-    sample = PoseDataset([person], train=True, augment=GEOMETRY_ONLY)[0]
+    sample = PoseDataset([person], train=True, augment=GEOMETRY_ONLY, input_size=input_size)[0]
+    assert sample.image.shape[1:] == input_size[::-1]
+    assert sample.target.shape[1:] == (input_size[1] // 4, input_size[0] // 4)
     brightness = sample.image.amax(0).numpy()
     weighted = np.flatnonzero(sample.weight.numpy())
     assert len(weighted) >= 6

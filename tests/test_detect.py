@@ -31,13 +31,17 @@ def test_default_detector_is_the_fetched_pose_model():
     )
 
 
-def test_finds_people_in_the_sample_clip(detector, sample_video):
+@pytest.fixture(scope="module")
+def frame(sample_video):
     capture = cv2.VideoCapture(str(sample_video))
     capture.set(cv2.CAP_PROP_POS_FRAMES, 60)
     ok, frame = capture.read()
     capture.release()
     assert ok
-    frame = cv2.resize(frame, (1280, round(frame.shape[0] * 1280 / frame.shape[1])))
+    return cv2.resize(frame, (1280, round(frame.shape[0] * 1280 / frame.shape[1])))
+
+
+def test_finds_people_in_the_sample_clip(detector, frame):
     h, w = frame.shape[:2]
 
     people = detector(frame)
@@ -47,6 +51,18 @@ def test_finds_people_in_the_sample_clip(detector, sample_video):
         assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
         assert 0.0 <= person.score <= 1.0
     assert [p.score for p in people] == sorted((p.score for p in people), reverse=True)
+
+
+def test_boxes_without_the_keypoint_branch_match_ultralytics(yolo_pose_weights, frame):
+    from ultralytics import YOLO
+
+    ours = PersonDetector(yolo_pose_weights, precision="fp32")
+    assert "forward" in vars(ours._net.model[-1])  # the pose head runs its box and class branches only
+    theirs = YOLO(str(yolo_pose_weights), verbose=False).predict(frame, conf=ours.conf, verbose=False)[0]
+    expected = theirs.boxes.xyxy.numpy()[np.argsort(-theirs.boxes.conf.numpy())]
+    found = np.stack([p.box for p in ours(frame)])
+    assert found.shape == expected.shape
+    np.testing.assert_allclose(found, expected, atol=1.0)
 
 
 def test_black_frame_has_nobody(detector):

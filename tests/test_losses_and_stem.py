@@ -5,16 +5,17 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from poseapp.inference import keypoints_from_logits
 from poseapp.losses import heatmap_cross_entropy, heatmap_mse, object_keypoint_similarity
 from poseapp.models.stem import YoloStem
-from poseapp.transforms import encode_heatmaps
+from poseapp.transforms import INPUT_SIZE, encode_heatmaps, heatmap_size
 
 
-def targets_for(xy: np.ndarray) -> torch.Tensor:
-    target, _ = encode_heatmaps(xy, np.ones(len(xy)))
+def targets_for(xy: np.ndarray, input_size: tuple[int, int] = INPUT_SIZE) -> torch.Tensor:
+    target, _ = encode_heatmaps(xy, np.ones(len(xy)), 2.0, heatmap_size(input_size), input_size)
     return torch.from_numpy(target)[None]
 
 
@@ -41,9 +42,11 @@ def test_cross_entropy_is_lowest_at_the_target() -> None:
     assert at_target < elsewhere
 
 
-def test_logits_decode_to_the_target_location_with_full_confidence() -> None:
-    xy = np.array([[70.3, 90.6], [10.0, 250.0]])
-    target = targets_for(xy)
+@pytest.mark.parametrize("input_size", [INPUT_SIZE, (144, 192)])
+def test_logits_decode_to_the_target_location_with_full_confidence(input_size) -> None:
+    xy = np.array([[70.3, 90.6], [10.0, input_size[1] - 6.0]])
+    target = targets_for(xy, input_size)
+    assert target.shape[-2:] == (input_size[1] // 4, input_size[0] // 4)
     logits = torch.log((target / target.flatten(2).sum(-1)[..., None, None]).clamp_min(1e-12))
     coords, scores = keypoints_from_logits(logits)
     np.testing.assert_allclose(coords[0].numpy(), xy, atol=0.1)

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from poseapp.flops import count_macs
 from poseapp.models import EMGPose, EViTPose, ViTPose, WeightsError, create_model, load_model, save_model
 from poseapp.models.vit import Attention, ViTSize, explicit_attention
 
@@ -109,6 +110,18 @@ def test_vitpose_shapes_and_fixed_knob() -> None:
         out = model(torch.randn(2, 3, 256, 192), 0.3)
     assert out.heatmaps.shape == (2, J, 64, 48)
     assert out.knob == 1.0 and out.tokens_per_block.tolist() == [[192] * 12] * 2
+
+
+@pytest.mark.parametrize("name", ["vitpose_t", "evitpose_t", "emgpose_t"])
+def test_models_take_the_crop_they_were_built_for(name: str) -> None:
+    small = create_model(name, img_hw=[192, 144]).eval()  # as a checkpoint's JSON config gives it
+    full = create_model(name).eval()
+    assert small.input_size == (144, 192) and full.input_size == (192, 256)
+    with torch.no_grad():
+        out_small = small(torch.rand(2, 3, 192, 144), None)
+        out_full = full(torch.rand(2, 3, 256, 192), None)
+    assert out_small.heatmaps.shape[-2:] == (48, 36)
+    assert count_macs(small, out_small).float().mean() < 0.7 * count_macs(full, out_full).float().mean()
 
 
 def emg_tiny() -> EMGPose:

@@ -240,3 +240,16 @@ def test_carried_pose_follows_the_box_and_keeps_the_crop_consistent() -> None:
     crop_before = matrix[:, :2] @ keypoints[0] + matrix[:, 2]
     crop_after = moved.crop_matrix[:, :2] @ moved.keypoints[0] + moved.crop_matrix[:, 2]
     np.testing.assert_allclose(crop_after, crop_before)
+
+
+def test_a_model_built_for_smaller_crops_poses_every_person() -> None:
+    model = EViTPose(ViTSize(48, 4, 3), 19, img_hw=(192, 144), prune_layers=(2,))
+    pipeline = PosePipeline(PipelineConfig(knob=0.5), FakeDetector(2), model=model)
+    result = pipeline.step(Frame(0, np.full((H, W, 3), 90, np.uint8), 0.0))
+    assert len(result.people) == 2
+    for person in result.people:
+        assert person.record.grid == (12, 9) and np.isfinite(person.keypoints).all()
+        x0, y0, x1, y1 = person.box
+        crop_corner = person.crop_matrix @ np.array([x1, y1, 1.0])  # the box fits inside the 144x192 crop
+        assert (crop_corner > 0).all() and (crop_corner < [144, 192]).all()
+    assert pipeline.measure_ms(0.5, 2, runs=1) > 0

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from poseapp.cli import main
 from poseapp.models import WeightsError, create_model, load_model, save_model
+from poseapp.models.vit import resample_pos_embed
 from poseapp.skeleton import COCO17
 from poseapp.train import TrainConfig, build_model, lr_at, seed_from, train
 
@@ -99,3 +101,42 @@ def test_init_from_seeds_the_shared_tensors_of_another_model(tmp_path) -> None:
         assert torch.equal(model.state_dict()[name], reference[name]), name
     with pytest.raises(WeightsError, match="shares no tensor"):
         seed_from(torch.nn.Linear(2, 2), load_model(path))
+
+
+def test_a_model_trained_at_256x192_seeds_one_at_192x144(tmp_path) -> None:
+    source = create_model("evitpose_t")
+    path = tmp_path / "big.safetensors"
+    save_model(source, path)
+    model = build_model(TrainConfig(stem="patch", img_hw=(192, 144), init_from=str(path)))
+    assert model.config["img_hw"] == [192, 144] and model.grid == (12, 9)
+    reference = load_model(path).state_dict()
+    for name, tensor in model.state_dict().items():
+        if name != "pos_embed":
+            assert torch.equal(tensor, reference[name]), name
+    assert model.pos_embed.shape == (1, 12 * 9, 192)
+
+
+def test_position_embeddings_resample_smoothly() -> None:
+    constant = torch.ones(1, 16 * 12, 4) * torch.arange(4.0)
+    expected = torch.ones(1, 12 * 9, 4) * torch.arange(4.0)
+    torch.testing.assert_close(resample_pos_embed(constant, (16, 12), (12, 9)), expected)
+    ramp = torch.linspace(0, 1, 16).repeat_interleave(12).reshape(1, -1, 1)  # rises from top to bottom
+    rows = resample_pos_embed(ramp, (16, 12), (12, 9)).reshape(12, 9)
+    assert (rows[1:, 0] > rows[:-1, 0]).all() and torch.allclose(rows, rows[:, :1].expand(12, 9))
+
+
+@pytest.mark.parametrize(
+    "size, message", [("100x50", "multiples of 16"), ("192", "not HxW"), ("0x16", "multiples")]
+)
+def test_train_refuses_a_bad_input_size(size: str, message: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--train", "a.json", "images", "--input-size", size])
+    assert exc.value.code != 0 and message in capsys.readouterr().err
+
+
+def test_train_init_keeps_the_checkpoints_crop_size(tmp_path, capsys) -> None:
+    path = tmp_path / "m.safetensors"
+    save_model(create_model("evitpose_t"), path)
+    ann, images = write_dataset(tmp_path)
+    assert main(["train", "--init", str(path), "--train", ann, images, "--input-size", "192x144"]) != 0
+    assert "--init-from" in capsys.readouterr().err

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from poseapp.inference import crop_batch
 from poseapp.transforms import (
     HEATMAP_SIZE,
     INPUT_SIZE,
@@ -214,3 +215,16 @@ def test_decoding_inside_bf16_autocast_matches_float32() -> None:
         coords, _ = decode_heatmaps(maps)
     assert coords.dtype == torch.float32
     torch.testing.assert_close(coords, expected)
+
+
+@pytest.mark.parametrize("input_size", [INPUT_SIZE, (144, 192)])
+def test_crop_batch_centres_each_box_in_a_crop_of_the_input_size(input_size):
+    image = np.zeros((400, 300, 3), np.uint8)
+    boxes = np.array([[50.0, 40.0, 90.0, 200.0], [10.0, 10.0, 30.0, 30.0]])
+    crops, matrices = crop_batch(image, boxes, input_size)
+    assert crops.shape == (2, 3, input_size[1], input_size[0])
+    centres = boxes[:, :2] + boxes[:, 2:] / 2
+    for centre, m in zip(centres, matrices, strict=True):
+        np.testing.assert_allclose(transform_points(centre, m), np.array(input_size) / 2 - 0.5)
+        scale = np.linalg.norm(m[:, :2], axis=0)
+        assert scale[0] == pytest.approx(scale[1])  # the crop's aspect: no stretching

@@ -67,7 +67,7 @@ def sample_rng() -> np.random.Generator:
 
 
 def _half_body(
-    xy: np.ndarray, labelled: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator
+    xy: np.ndarray, labelled: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator, aspect: float
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """MMPose's half-body window: box the labelled upper (or lower) body joints, padded by ``cfg``.
 
@@ -84,7 +84,7 @@ def _half_body(
     low, high = points.min(axis=0), points.max(axis=0)
     if np.max(high - low) <= 1:
         return None
-    return box_to_center_scale(np.concatenate([low, high - low]), padding=cfg.half_body_padding)
+    return box_to_center_scale(np.concatenate([low, high - low]), aspect, cfg.half_body_padding)
 
 
 def sample_window(
@@ -99,13 +99,13 @@ def sample_window(
 
     In order: half-body (with ``cfg.half_body_min_joints`` or more labelled joints), scale, rotation (degrees,
     uniform in ``±cfg.rotation_deg``) and whether to flip. The window is in the unflipped image; the caller
-    mirrors it with the image.
+    mirrors it with the image. A half-body window keeps the aspect of the window given.
     """
     center = np.asarray(center, dtype=np.float64)
     size = np.asarray(size, dtype=np.float64)
     labelled = np.asarray(vis) > 0
     if np.count_nonzero(labelled) >= cfg.half_body_min_joints and rng.random() < cfg.half_body_prob:
-        half = _half_body(np.asarray(xy, dtype=np.float64), labelled, cfg, rng)
+        half = _half_body(np.asarray(xy, dtype=np.float64), labelled, cfg, rng, size[0] / size[1])
         if half is not None:
             center, size = half
     size = size * rng.uniform(*cfg.scale_range)

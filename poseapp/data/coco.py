@@ -15,7 +15,15 @@ from torch.utils.data import Dataset
 
 from poseapp.data.augment import AugmentConfig, flip_joints, jitter_colour, occlude, sample_rng, sample_window
 from poseapp.skeleton import FLIP_INDEX, NUM_JOINTS, joint_mapping, to_unified
-from poseapp.transforms import box_to_center_scale, crop_image, crop_matrix, encode_heatmaps, transform_points
+from poseapp.transforms import (
+    INPUT_SIZE,
+    box_to_center_scale,
+    crop_image,
+    crop_matrix,
+    encode_heatmaps,
+    heatmap_size,
+    transform_points,
+)
 
 BOX_PADDING = 1.25
 """The crop window is the person box enlarged by this factor (then widened to the model's aspect)."""
@@ -169,8 +177,11 @@ class PoseDataset(Dataset[Sample]):
         augment: AugmentConfig | None = None,
         sigma: float = 2.0,
         confidence: np.ndarray | None = None,
+        input_size: tuple[int, int] = INPUT_SIZE,
     ) -> None:
         self.people = list(people)
+        self.input_size = tuple(input_size)
+        """(w, h) of the crops (the model's input)."""
         self.train = train
         self.augment = augment or AugmentConfig()
         self.sigma = sigma
@@ -192,7 +203,8 @@ class PoseDataset(Dataset[Sample]):
         person = self.people[index]
         image = cv2.cvtColor(read_bgr(person.image_path), cv2.COLOR_BGR2RGB)
         width = image.shape[1]
-        center, size = box_to_center_scale(person.box_xywh, padding=BOX_PADDING)
+        w, h = self.input_size
+        center, size = box_to_center_scale(person.box_xywh, aspect=w / h, padding=BOX_PADDING)
         xy, visibility, confidence = person.xy, person.visibility, self._confidence(index)
         rotation, flip = 0.0, False
         if self.train:
@@ -202,15 +214,17 @@ class PoseDataset(Dataset[Sample]):
             xy, visibility = flip_joints(xy, visibility, width)
             confidence = confidence[FLIP_INDEX]
             center = np.array([width - 1 - center[0], center[1]])
-        matrix = crop_matrix(center, size, rotation)
+        matrix = crop_matrix(center, size, rotation, out_size=self.input_size)
         joints = transform_points(xy, matrix)
         if flip:  # the pixels take the same path: mirror, then the window's matrix, as one warp
             matrix = matrix @ _mirror(width)
-        crop = crop_image(image, matrix)
+        crop = crop_image(image, matrix, self.input_size)
         if self.train:
             crop = occlude(jitter_colour(crop, self.augment, rng), self.augment, rng)
 
-        target, inside = encode_heatmaps(joints, visibility, self.sigma)
+        target, inside = encode_heatmaps(
+            joints, visibility, self.sigma, heatmap_size(self.input_size), self.input_size
+        )
         return Sample(
             image=torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1))).float().div_(255),
             target=torch.from_numpy(target),

@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .heads import TokenHeatmapHead
+from .heads import TokenHeatmapHead, heatmap_hw
 from .knob import Knob
 from .record import PoseOutput
-from .vit import Block, Mlp, PatchEmbed, ViTSize, init_weights, patch_importance
+from .vit import DEFAULT_IMG_HW, Block, Mlp, PatchEmbed, ViTSize, init_weights, patch_importance
 from .wbas import wbas_merge
 
 SPLITS = (1, 2, 3)
@@ -58,7 +58,7 @@ class EMGPose(nn.Module):
         self,
         size: ViTSize,
         num_joints: int,
-        img_hw: tuple[int, int] = (256, 192),
+        img_hw: tuple[int, int] = DEFAULT_IMG_HW,
         patch: int = 16,
         r_h: float = 0.1,
         r_l: float = 0.4,
@@ -75,6 +75,8 @@ class EMGPose(nn.Module):
         self.r_h, self.r_l, self.r_head, self.r_last = r_h, r_l, r_head, r_last
         self.merge_layers, self.ema_beta, self.ema_start = tuple(merge_layers), ema_beta, ema_start
         self.img_hw = img_hw
+        self.input_size = (img_hw[1], img_hw[0])
+        """(w, h) of the crops it takes."""
         self.grid = (img_hw[0] // (2 * patch), img_hw[1] // (2 * patch))
         self.patch_embed = PatchEmbed(dim, patch)
         self.pos_coarse = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1], dim))
@@ -83,7 +85,7 @@ class EMGPose(nn.Module):
         self.quality_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.blocks = nn.ModuleList(Block(dim, size.heads, size.mlp_ratio) for _ in range(size.depth))
         self.norm = nn.LayerNorm(dim, eps=1e-6)
-        self.head = TokenHeatmapHead(dim, head_hidden)
+        self.head = TokenHeatmapHead(dim, head_hidden, heatmap_hw(img_hw))
         self.quality = Mlp(dim, dim, 1)
         self.reuse = Mlp(dim, dim)
         for p in (self.pos_coarse, self.pos_fine, self.keypoint_tokens, self.quality_token):

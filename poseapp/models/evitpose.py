@@ -17,11 +17,11 @@ import math
 import torch
 from torch import nn
 
-from .heads import DeconvHead, TokenHeatmapHead
+from .heads import DeconvHead, TokenHeatmapHead, heatmap_hw
 from .knob import Knob
 from .record import PoseOutput
 from .stem import YoloStem
-from .vit import Block, PatchEmbed, ViTSize, init_weights, patch_importance
+from .vit import DEFAULT_IMG_HW, Block, PatchEmbed, ViTSize, init_weights, patch_importance
 
 
 def _scatter_rows(target: torch.Tensor, index: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -38,7 +38,7 @@ class EViTPose(nn.Module):
         self,
         size: ViTSize,
         num_joints: int,
-        img_hw: tuple[int, int] = (256, 192),
+        img_hw: tuple[int, int] = DEFAULT_IMG_HW,
         patch: int = 16,
         stem: str = "patch",
         prune_layers: tuple[int, ...] = (4, 7, 10),
@@ -50,6 +50,8 @@ class EViTPose(nn.Module):
         self.size, self.num_joints, self.patch = size, num_joints, patch
         self.prune_layers = tuple(prune_layers)
         self.grid = (img_hw[0] // patch, img_hw[1] // patch)
+        self.input_size = (img_hw[1], img_hw[0])
+        """(w, h) of the crops it takes."""
         self.patch_embed = YoloStem(size.dim) if stem == "yolo" else PatchEmbed(size.dim, patch)
         self.pos_embed = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1], size.dim))
         self.joint_tokens = nn.Parameter(torch.zeros(1, num_joints, size.dim))
@@ -61,7 +63,7 @@ class EViTPose(nn.Module):
         self.head = (
             DeconvHead(size.dim, num_joints, head_channels)
             if head == "grid"
-            else TokenHeatmapHead(size.dim, head_hidden)
+            else TokenHeatmapHead(size.dim, head_hidden, heatmap_hw(img_hw))
         )
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.joint_tokens, std=0.02)

@@ -7,6 +7,12 @@ import torch
 from torch import nn
 
 HEATMAP_HW = (64, 48)
+"""(h, w) of the heatmaps of a 256x192 crop (stride 4); ``heatmap_hw`` gives it for another crop."""
+
+
+def heatmap_hw(img_hw: tuple[int, int]) -> tuple[int, int]:
+    """(h, w) of the stride-4 heatmaps of an ``img_hw`` (h, w) crop."""
+    return img_hw[0] // 4, img_hw[1] // 4
 
 
 class DeconvHead(nn.Module):

@@ -31,6 +31,9 @@ SIZES: dict[str, ViTSize] = {
     "b": ViTSize(dim=768, depth=12, heads=12),
 }
 
+DEFAULT_IMG_HW: tuple[int, int] = (256, 192)
+"""Crop (h, w) the pose models take unless built for another (the ``img_hw`` of their config)."""
+
 _EXPLICIT = False
 
 
@@ -94,6 +97,15 @@ class Block(nn.Module):
         y, weights = self.attn(self.norm1(x), rows)
         x = x + y
         return x + self.mlp(self.norm2(x)), weights
+
+
+def resample_pos_embed(pos: torch.Tensor, grid: tuple[int, int], new_grid: tuple[int, int]) -> torch.Tensor:
+    """Position embeddings (1, rows * cols, D) of a ``grid`` resampled bilinearly to ``new_grid`` (a
+    model trained at one crop size seeding one at another)."""
+    rows, cols = grid
+    maps = pos.reshape(1, rows, cols, -1).permute(0, 3, 1, 2)
+    maps = F.interpolate(maps, size=new_grid, mode="bilinear", align_corners=False)
+    return maps.permute(0, 2, 3, 1).reshape(1, new_grid[0] * new_grid[1], -1)
 
 
 class PatchEmbed(nn.Module):

@@ -9,7 +9,7 @@ from .heads import DeconvHead
 from .knob import FIXED, Knob
 from .record import PoseOutput
 from .stem import YoloStem
-from .vit import Block, PatchEmbed, ViTSize, init_weights
+from .vit import DEFAULT_IMG_HW, Block, PatchEmbed, ViTSize, init_weights
 
 
 class ViTPose(nn.Module):
@@ -19,7 +19,7 @@ class ViTPose(nn.Module):
         self,
         size: ViTSize,
         num_joints: int,
-        img_hw: tuple[int, int] = (256, 192),
+        img_hw: tuple[int, int] = DEFAULT_IMG_HW,
         patch: int = 16,
         stem: str = "patch",
         head_channels: int = 256,
@@ -27,6 +27,8 @@ class ViTPose(nn.Module):
         super().__init__()
         self.size, self.num_joints, self.patch = size, num_joints, patch
         self.grid = (img_hw[0] // patch, img_hw[1] // patch)
+        self.input_size = (img_hw[1], img_hw[0])
+        """(w, h) of the crops it takes."""
         self.patch_embed = YoloStem(size.dim) if stem == "yolo" else PatchEmbed(size.dim, patch)
         self.pos_embed = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1], size.dim))
         self.blocks = nn.ModuleList(Block(size.dim, size.heads, size.mlp_ratio) for _ in range(size.depth))
