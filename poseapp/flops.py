@@ -104,7 +104,8 @@ def _emgpose_macs(model: EMGPose, counts: torch.Tensor, fine: torch.Tensor) -> t
     size, d, j = model.size, model.size.dim, model.num_joints
     depth = len(model.blocks)
     n = model.grid[0] * model.grid[1]
-    head = token_head_macs(model.head, d, j)
+    rows, cols = model.grid
+    head = head_macs(model.head, d, j, (2 * rows, 2 * cols))
     coarse = patch_embed_macs(n, d, model.patch) + head + linear_macs(1, d, d) + linear_macs(1, d, 1)
     coarse = coarse + block_macs(counts[:, :depth], size).sum(dim=1)
     similarity = torch.zeros_like(coarse)
@@ -114,5 +115,7 @@ def _emgpose_macs(model: EMGPose, counts: torch.Tensor, fine: torch.Tensor) -> t
                 _, middle, _ = wbas_split(tokens - j, model.r_head, model.r_last)
                 similarity[i] += ((middle + 1) // 2) * (middle // 2) * d
     fine_fixed = patch_embed_macs(model.fine_tokens(), d, model.patch) + 2 * linear_macs(n, d, d) + head
+    if isinstance(model.head, DeconvHead):  # the unmerged tokens laid onto the grid: one (cells x N) matmul
+        fine_fixed += 4 * n * model.fine_tokens() * d
     fine_cost = fine_fixed + block_macs(counts[:, depth:], size).sum(dim=1) + similarity
     return coarse + torch.where(fine, fine_cost, torch.zeros_like(fine_cost))

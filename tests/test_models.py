@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from poseapp.flops import count_macs
 from poseapp.models import EMGPose, EViTPose, ViTPose, WeightsError, create_model, load_model, save_model
+from poseapp.models.emgpose import cover_weights, unmerge
 from poseapp.models.vit import Attention, ViTSize, explicit_attention
 
 TINY = ViTSize(dim=48, depth=12, heads=3)
@@ -112,16 +113,23 @@ def test_vitpose_shapes_and_fixed_knob() -> None:
     assert out.knob == 1.0 and out.tokens_per_block.tolist() == [[192] * 12] * 2
 
 
-@pytest.mark.parametrize("name", ["vitpose_t", "evitpose_t", "emgpose_t"])
-def test_models_take_the_crop_they_were_built_for(name: str) -> None:
-    small = create_model(name, img_hw=[192, 144]).eval()  # as a checkpoint's JSON config gives it
+@pytest.mark.parametrize(
+    ("name", "hw"), [("vitpose_t", (192, 144)), ("evitpose_t", (192, 144)), ("emgpose_t", (192, 128))]
+)
+def test_models_take_the_crop_they_were_built_for(name: str, hw: tuple[int, int]) -> None:
+    small = create_model(name, img_hw=list(hw)).eval()  # as a checkpoint's JSON config gives it
     full = create_model(name).eval()
-    assert small.input_size == (144, 192) and full.input_size == (192, 256)
+    assert small.input_size == hw[::-1] and full.input_size == (192, 256)
     with torch.no_grad():
-        out_small = small(torch.rand(2, 3, 192, 144), None)
-        out_full = full(torch.rand(2, 3, 256, 192), None)
-    assert out_small.heatmaps.shape[-2:] == (48, 36)
+        out_small = small(torch.rand(2, 3, *hw), 1.0)
+        out_full = full(torch.rand(2, 3, 256, 192), 1.0)
+    assert out_small.heatmaps.shape[-2:] == (hw[0] // 4, hw[1] // 4)
     assert count_macs(small, out_small).float().mean() < 0.7 * count_macs(full, out_full).float().mean()
+
+
+def test_emgpose_refuses_a_crop_its_coarse_stage_cannot_halve() -> None:
+    with pytest.raises(ValueError, match="multiples of 32"):
+        create_model("emgpose_t", img_hw=(192, 144))
 
 
 def emg_tiny() -> EMGPose:
@@ -178,6 +186,8 @@ def test_emgpose_fine_tokens_tile_the_crop_and_embed_their_own_pixels() -> None:
         for x0, y0, x1, y1 in boxes[row].round().long().tolist():
             cover[row, y0:y1, x0:x1] += 1
     assert cover.eq(1).all()
+    shares = cover_weights(boxes, 16, 12, 16.0)  # what the grid head lays onto each patch cell
+    torch.testing.assert_close(shares.sum(dim=-1), torch.ones(2, 16 * 12))
 
     fine_input = inputs[1][:, J:]
     scales = {32.0: 0.5, 16.0: 1.0, 32.0 / 3: 1.5}
@@ -236,3 +246,35 @@ def test_checkpoint_round_trip_and_clear_errors(tmp_path) -> None:
         load_model(corrupt)
     with pytest.raises(ValueError, match="unknown model"):
         create_model("vitpose_xl")
+
+
+def test_cover_weights_are_the_overlap_shares() -> None:
+    boxes = torch.tensor([[[0.0, 0.0, 8.0, 16.0], [8.0, 0.0, 24.0, 16.0], [0.0, 16.0, 32.0, 32.0]]])
+    shares = cover_weights(boxes, 2, 2, 16.0)
+    expected = torch.tensor([[[0.5, 0.5, 0.0], [0.0, 0.5, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 1.0]]])
+    torch.testing.assert_close(shares, expected)
+
+
+def test_unmerge_gives_every_token_the_one_it_was_merged_into() -> None:
+    first = torch.tensor([[0, 1, 1, 2, 0]])  # five tokens merged into three
+    second = torch.tensor([[1, 0, 0]])  # then into two
+    merged = torch.tensor([[[10.0], [20.0]]])
+    torch.testing.assert_close(
+        unmerge(merged, [first, second]), torch.tensor([[[20.0], [10.0], [10.0], [10.0], [20.0]]])
+    )
+
+
+def test_emgpose_both_stages_draw_their_heatmaps_with_the_grid_head() -> None:
+    model = emg_tiny()
+    x = torch.randn(2, 3, 256, 192)
+    with torch.no_grad():
+        out = model(x, 1.0)
+        model.head.out.bias.add_(1.0)  # the heatmaps come from the deconvolution head on the grid
+        shifted = model(x, 1.0)
+    torch.testing.assert_close(shifted.heatmaps, out.heatmaps + 1.0)
+    torch.testing.assert_close(shifted.coarse_heatmaps, out.coarse_heatmaps + 1.0)
+    tokens = EMGPose(TINY, J, head="tokens").eval()
+    with torch.no_grad():
+        assert tokens(x, 1.0).heatmaps.shape == out.heatmaps.shape
+    with pytest.raises(ValueError, match="'grid' or 'tokens'"):
+        EMGPose(TINY, J, head="mlp")

@@ -7,6 +7,12 @@ and keypoints and smoothed by an EMA over layers (GKIS), ranks the coarse patche
 is re-cut into 3x3 patches (from the 1.5x image), the bottom ``r_l`` share stays whole (half-resolution
 patch), the rest becomes 2x2 (full resolution). Coarse output features are reused (MLP, interpolated to
 the finer grids) and WBAS merges tokens at the merge layers. Blocks and head are shared by both stages.
+
+Two heads, as in EViTPose: ``"tokens"`` (the paper's: each keypoint token through an MLP to its heatmap)
+and ``"grid"`` (the image tokens laid back onto the full-resolution patch grid, then a deconvolution
+head). On the grid, a merged token stands for every token merged into it (ToMe's unmerge), and each cell
+is the area-weighted mean of the tokens whose boxes cover it; the coarse stage's cells are each spread
+over 2x2 grid cells. The token head learns little on a CPU budget (PCK@0.2 0.09 after 3 epochs here).
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .heads import TokenHeatmapHead, heatmap_hw
+from .heads import DeconvHead, TokenHeatmapHead, heatmap_hw
 from .knob import Knob
 from .record import PoseOutput
 from .vit import DEFAULT_IMG_HW, Block, Mlp, PatchEmbed, ViTSize, init_weights, patch_importance
@@ -44,6 +50,26 @@ def _box_table(rows: int, cols: int, cell: float) -> torch.Tensor:
     return torch.stack([c * cell, r * cell, (c + 1) * cell, (r + 1) * cell], dim=1)
 
 
+def unmerge(merged: torch.Tensor, groups: list[torch.Tensor]) -> torch.Tensor:
+    """Features (B, n, D) of the tokens before the first merge: each gets the token it ended up in.
+    ``groups``: per merge, (B, n_before) the output index of every input token (``wbas_merge``)."""
+    where = groups[0]
+    for dest in groups[1:]:
+        where = dest.gather(1, where)
+    return merged.gather(1, where.unsqueeze(-1).expand(-1, -1, merged.shape[-1]))
+
+
+def cover_weights(boxes: torch.Tensor, rows: int, cols: int, cell: float) -> torch.Tensor:
+    """(B, rows * cols, N) share of each grid cell (row-major, ``cell`` pixels square) covered by each of
+    the token boxes (B, N, 4) (x0, y0, x1, y1 crop pixels); rows sum to 1 where the boxes tile the crop."""
+    cells = _box_table(rows, cols, cell).to(boxes)
+    x0 = torch.maximum(cells[None, :, None, 0], boxes[:, None, :, 0])
+    y0 = torch.maximum(cells[None, :, None, 1], boxes[:, None, :, 1])
+    x1 = torch.minimum(cells[None, :, None, 2], boxes[:, None, :, 2])
+    y1 = torch.minimum(cells[None, :, None, 3], boxes[:, None, :, 3])
+    return (x1 - x0).clamp_min(0) * (y1 - y0).clamp_min(0) / cell**2
+
+
 def _resized(grid: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
     """A (B, D, h, w) feature grid bilinearly resampled to rows x cols (as is when it already fits)."""
     if grid.shape[-2:] == (rows, cols):
@@ -68,12 +94,16 @@ class EMGPose(nn.Module):
         ema_beta: float = 0.98,
         ema_start: int = 4,
         head_hidden: int = 384,
+        head: str = "grid",
+        head_channels: int = 128,
     ) -> None:
         super().__init__()
         dim = size.dim
         self.size, self.num_joints, self.patch = size, num_joints, patch
         self.r_h, self.r_l, self.r_head, self.r_last = r_h, r_l, r_head, r_last
         self.merge_layers, self.ema_beta, self.ema_start = tuple(merge_layers), ema_beta, ema_start
+        if img_hw[0] % (2 * patch) or img_hw[1] % (2 * patch):
+            raise ValueError(f"EMGPose needs a crop of multiples of {2 * patch} pixels, not {img_hw}")
         self.img_hw = img_hw
         self.input_size = (img_hw[1], img_hw[0])
         """(w, h) of the crops it takes."""
@@ -85,7 +115,14 @@ class EMGPose(nn.Module):
         self.quality_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.blocks = nn.ModuleList(Block(dim, size.heads, size.mlp_ratio) for _ in range(size.depth))
         self.norm = nn.LayerNorm(dim, eps=1e-6)
-        self.head = TokenHeatmapHead(dim, head_hidden, heatmap_hw(img_hw))
+        if head not in ("grid", "tokens"):
+            raise ValueError(f"EMGPose head must be 'grid' or 'tokens', not {head!r}")
+        self.head_type = head
+        self.head = (
+            DeconvHead(dim, num_joints, head_channels)
+            if head == "grid"
+            else TokenHeatmapHead(dim, head_hidden, heatmap_hw(img_hw))
+        )
         self.quality = Mlp(dim, dim, 1)
         self.reuse = Mlp(dim, dim)
         for p in (self.pos_coarse, self.pos_fine, self.keypoint_tokens, self.quality_token):
@@ -121,7 +158,7 @@ class EMGPose(nn.Module):
             if track:
                 gkis = self.ema_beta * gkis + (1 - self.ema_beta) * patch_importance(weights, j, n)
         tokens = self.norm(tokens)
-        heatmaps = self.head(tokens[:, :j])
+        heatmaps = self._coarse_heatmaps(tokens, j)
         quality = self.quality(tokens[:, -1]).squeeze(-1).sigmoid()
         fine = quality <= eta
 
@@ -182,5 +219,20 @@ class EMGPose(nn.Module):
                 merged, dest = wbas_merge(tokens[:, j:], importance, self.r_head, self.r_last)
                 tokens = torch.cat([tokens[:, :j], merged], dim=1)
                 groups.append(dest)
-        heatmaps = self.head(self.norm(tokens[:, :j]))
-        return heatmaps, torch.tensor(counts), level, torch.cat(boxes, dim=1), groups
+        boxes = torch.cat(boxes, dim=1)
+        tokens = self.norm(tokens)
+        if self.head_type == "tokens":
+            heatmaps = self.head(tokens[:, :j])
+        else:
+            cover = cover_weights(boxes, 2 * rows, 2 * cols, p)
+            grid = cover @ unmerge(tokens[:, j:], groups)
+            heatmaps = self.head(grid.transpose(1, 2).reshape(b, -1, 2 * rows, 2 * cols))
+        return heatmaps, torch.tensor(counts), level, boxes, groups
+
+    def _coarse_heatmaps(self, tokens: torch.Tensor, j: int) -> torch.Tensor:
+        """Heatmaps of the coarse stage from its normalised tokens [keypoints, patches, quality]."""
+        if self.head_type == "tokens":
+            return self.head(tokens[:, :j])
+        rows, cols = self.grid
+        grid = tokens[:, j : j + rows * cols].transpose(1, 2).reshape(tokens.shape[0], -1, rows, cols)
+        return self.head(F.interpolate(grid, scale_factor=2, mode="nearest"))
