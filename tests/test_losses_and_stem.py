@@ -87,7 +87,7 @@ def test_stem_initialised_from_yolo_equals_the_teachers_layers(yolo_pose_weights
     assert stem(x).shape == (2, 16 * 12, 64)
 
 
-def test_fusing_the_stem_for_inference_keeps_the_output() -> None:
+def test_preparing_for_inference_keeps_the_output() -> None:
     from poseapp.models import create_model, prepare_for_inference
 
     model = create_model("evitpose_t", stem="yolo").eval()
@@ -96,5 +96,8 @@ def test_fusing_the_stem_for_inference_keeps_the_output() -> None:
         before = model(x, 0.7).heatmaps
         prepare_for_inference(model)
         after = model(x, 0.7).heatmaps
+        after_channels_last = model(x.contiguous(memory_format=torch.channels_last), 0.7).heatmaps
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.patch_embed.modules())
+    assert model.head.up[0].weight.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(after, before, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(after_channels_last, before, atol=1e-4, rtol=1e-4)

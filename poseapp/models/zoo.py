@@ -9,11 +9,13 @@ from typing import Any
 
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
+import torch
 from torch import nn
 
 from ..skeleton import NUM_JOINTS
 from .emgpose import EMGPose
 from .evitpose import EViTPose
+from .heads import DeconvHead
 from .stem import YoloStem
 from .vit import SIZES
 from .vitpose import ViTPose
@@ -67,10 +69,15 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 
 
 def prepare_for_inference(model: nn.Module) -> nn.Module:
-    """Eval mode, with a convolutional stem's BatchNorms folded into its convolutions."""
+    """Eval mode, with a convolutional stem's BatchNorms folded into its convolutions, and the convolutions
+    (stem, deconvolution head) channels-last, the layout crops arrive in (``crop_batch``) and the faster one
+    for oneDNN on x86 CPUs and for GPUs: 1-1.5 ms less per pose call of EViTPose-T here."""
     model.eval()
     if isinstance(getattr(model, "patch_embed", None), YoloStem):
         model.patch_embed.fuse()
+        model.patch_embed.to(memory_format=torch.channels_last)
+    if isinstance(getattr(model, "head", None), DeconvHead):
+        model.head.to(memory_format=torch.channels_last)
     return model
 
 
