@@ -60,6 +60,7 @@ def bench_model(
         inputs = torch.randn(max(batches), 3, h, w, generator=torch.Generator().manual_seed(0))
     reps = -(-max(batches) // inputs.shape[0])
     inputs = inputs.repeat(reps, 1, 1, 1)[: max(batches)].to(device)
+    inputs = inputs.contiguous(memory_format=torch.channels_last)  # the layout crop_batch gives the pipeline
     rows = []
     with autocast(resolve_precision(precision, inputs.device), inputs.device):
         for knob in knobs:

@@ -27,7 +27,7 @@ from .track import Track, Tracker
 from .transforms import heatmaps_to_image, invert_matrix, xyxy_to_xywh
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_WEIGHTS = REPO / "weights" / "evitpose_t.safetensors"
+DEFAULT_WEIGHTS = REPO / "weights" / "evitpose_t_192x144.safetensors"
 
 
 @dataclass
@@ -157,7 +157,9 @@ class PosePipeline:
     def measure_ms(self, knob: float, n: int, runs: int = 2) -> float:
         """Median milliseconds of one pose call on ``n`` crops at ``knob`` (for calibration)."""
         w, h = self.model.input_size
-        x = torch.rand(n, 3, h, w, device=self.device)
+        x = torch.rand(n, 3, h, w, device=self.device).contiguous(
+            memory_format=torch.channels_last
+        )  # as crops
         with autocast(self.precision, self.device):
             self.model(x, knob)  # each knob value and batch size is a new shape: its first call is slower
             times = []
