@@ -93,11 +93,14 @@ def test_preparing_for_inference_keeps_the_output() -> None:
     model = create_model("evitpose_t", stem="yolo").eval()
     x = torch.rand(2, 3, 256, 192)
     with torch.no_grad():
+        for bn in (m for m in model.head.modules() if isinstance(m, torch.nn.BatchNorm2d)):  # as if trained
+            bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.5, 2)
+            bn.weight.uniform_(0.5, 1.5), bn.bias.uniform_(-0.5, 0.5)
         before = model(x, 0.7).heatmaps
         prepare_for_inference(model)
         after = model(x, 0.7).heatmaps
         after_channels_last = model(x.contiguous(memory_format=torch.channels_last), 0.7).heatmaps
-    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.patch_embed.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
     assert model.head.up[0].weight.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(after, before, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(after_channels_last, before, atol=1e-4, rtol=1e-4)

@@ -36,6 +36,19 @@ class DeconvHead(nn.Module):
         """(B, D, h, w) patch features -> (B, J, 4h, 4w) heatmaps."""
         return self.out(self.up(grid))
 
+    def fuse(self) -> None:
+        """Fold each BatchNorm into the transposed convolution before it (inference only)."""
+        from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+        self.eval()
+        fused: list[nn.Module] = []
+        for layer in self.up:
+            if isinstance(layer, nn.BatchNorm2d) and isinstance(fused[-1], nn.ConvTranspose2d):
+                fused[-1] = fuse_conv_bn_eval(fused[-1], layer, transpose=True)
+            else:
+                fused.append(layer)
+        self.up = nn.Sequential(*fused)
+
 
 class TokenHeatmapHead(nn.Module):
     """Each joint token alone predicts its joint's heatmap through a shared MLP."""
