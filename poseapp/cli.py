@@ -113,11 +113,8 @@ def cmd_train(args: argparse.Namespace) -> None:
             raise UsageError(f"--train {ann} {images}: need an annotation file and an image folder")
     if args.model not in MODEL_NAMES:
         raise UsageError(f"unknown model {args.model!r}; known: {', '.join(MODEL_NAMES)}")
-    if args.model.startswith("emgpose"):
-        if args.stem == "yolo":
-            raise UsageError("EMGPose re-cuts patches at three scales and needs --stem patch")
-        if any(v % 32 for v in args.input_size):
-            raise UsageError("EMGPose's coarse stage halves the crop: --input-size must be multiples of 32")
+    if args.model.startswith("emgpose") and any(v % 32 for v in args.input_size):
+        raise UsageError("EMGPose's coarse stage halves the crop: --input-size must be multiples of 32")
     if args.init and args.init_from:
         raise UsageError("give --init (same model) or --init-from (another model), not both")
     if args.init and args.input_size != DEFAULT_IMG_HW:

@@ -17,6 +17,7 @@ from .models.emgpose import EMGPose
 from .models.evitpose import EViTPose
 from .models.heads import DeconvHead, TokenHeatmapHead
 from .models.record import PoseOutput
+from .models.stem import YoloStem
 from .models.vit import ViTSize
 from .models.vitpose import ViTPose
 from .models.wbas import wbas_split
@@ -106,7 +107,16 @@ def _emgpose_macs(model: EMGPose, counts: torch.Tensor, fine: torch.Tensor) -> t
     n = model.grid[0] * model.grid[1]
     rows, cols = model.grid
     head = head_macs(model.head, d, j, (2 * rows, 2 * cols))
-    coarse = patch_embed_macs(n, d, model.patch) + head + linear_macs(1, d, d) + linear_macs(1, d, 1)
+    h, w = model.img_hw
+    if isinstance(model.patch_embed, YoloStem):  # run on the half, full and 1.5x images
+        coarse_embed = conv_macs(model.patch_embed, (h // 2, w // 2))
+        fine_embed = coarse_embed + sum(
+            conv_macs(model.patch_embed, (h * s // 2, w * s // 2)) for s in (2, 3)
+        )
+    else:
+        coarse_embed = patch_embed_macs(n, d, model.patch)
+        fine_embed = patch_embed_macs(model.fine_tokens(), d, model.patch)
+    coarse = coarse_embed + head + linear_macs(1, d, d) + linear_macs(1, d, 1)
     coarse = coarse + block_macs(counts[:, :depth], size).sum(dim=1)
     similarity = torch.zeros_like(coarse)
     for layer in model.merge_layers:
@@ -114,7 +124,7 @@ def _emgpose_macs(model: EMGPose, counts: torch.Tensor, fine: torch.Tensor) -> t
             if tokens:
                 _, middle, _ = wbas_split(tokens - j, model.r_head, model.r_last)
                 similarity[i] += ((middle + 1) // 2) * (middle // 2) * d
-    fine_fixed = patch_embed_macs(model.fine_tokens(), d, model.patch) + 2 * linear_macs(n, d, d) + head
+    fine_fixed = fine_embed + 2 * linear_macs(n, d, d) + head
     if isinstance(model.head, DeconvHead):  # the unmerged tokens laid onto the grid: one (cells x N) matmul
         fine_fixed += 4 * n * model.fine_tokens() * d
     fine_cost = fine_fixed + block_macs(counts[:, depth:], size).sum(dim=1) + similarity

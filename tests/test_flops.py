@@ -28,6 +28,7 @@ def counted(model: torch.nn.Module, x: torch.Tensor, knob: float | None) -> tupl
         ("evitpose_t", [1.0, 0.5], {"head": "tokens"}),
         ("emgpose_t", [0.0, 1.0], {}),
         ("emgpose_t", [0.0, 1.0], {"head": "tokens"}),
+        ("emgpose_t", [0.0, 1.0], {"stem": "yolo"}),
     ],
 )
 def test_counter_matches_torch(name: str, knobs: list[float | None], config: dict) -> None:

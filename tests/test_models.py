@@ -278,3 +278,24 @@ def test_emgpose_both_stages_draw_their_heatmaps_with_the_grid_head() -> None:
         assert tokens(x, 1.0).heatmaps.shape == out.heatmaps.shape
     with pytest.raises(ValueError, match="'grid' or 'tokens'"):
         EMGPose(TINY, J, head="mlp")
+
+
+def test_emgpose_conv_stem_tokens_are_the_stems_features_of_each_scale() -> None:
+    model = EMGPose(TINY, J, stem="yolo").eval()
+    with torch.no_grad():
+        model.pos_fine.zero_()
+        model.reuse.fc2.weight.zero_()
+        model.reuse.fc2.bias.zero_()
+    inputs: list[torch.Tensor] = []
+    model.blocks[0].register_forward_pre_hook(lambda _m, args: inputs.append(args[0]))
+    x = torch.rand(1, 3, 256, 192)
+    with torch.no_grad():
+        out = model(x, 1.0)
+        full = model.patch_embed(x)[0]  # the 16x12 grid of the full-resolution crop
+    fine = inputs[1][0, J:]
+    compared = 0
+    for t, (x0, y0, x1, _) in enumerate(out.token_boxes[0].tolist()):
+        if round(x1 - x0) == 16:  # a 2x2 child: a full-resolution patch
+            torch.testing.assert_close(fine[t], full[round(y0) // 16 * 12 + round(x0) // 16])
+            compared += 1
+    assert compared == 4 * model.split_counts()[1]

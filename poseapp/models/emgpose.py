@@ -7,6 +7,8 @@ and keypoints and smoothed by an EMA over layers (GKIS), ranks the coarse patche
 is re-cut into 3x3 patches (from the 1.5x image), the bottom ``r_l`` share stays whole (half-resolution
 patch), the rest becomes 2x2 (full resolution). Coarse output features are reused (MLP, interpolated to
 the finer grids) and WBAS merges tokens at the merge layers. Blocks and head are shared by both stages.
+With ``stem="yolo"`` the tokens of each scale come from the conv stem run on that whole image, not from
+cut-out patches (a convolution needs the context around a patch).
 
 Two heads, as in EViTPose: ``"tokens"`` (the paper's: each keypoint token through an MLP to its heatmap)
 and ``"grid"`` (the image tokens laid back onto the full-resolution patch grid, then a deconvolution
@@ -27,6 +29,7 @@ from torch import nn
 from .heads import DeconvHead, TokenHeatmapHead, heatmap_hw
 from .knob import Knob
 from .record import PoseOutput
+from .stem import YoloStem
 from .vit import DEFAULT_IMG_HW, Block, Mlp, PatchEmbed, ViTSize, init_weights, patch_importance
 from .wbas import wbas_merge
 
@@ -97,6 +100,7 @@ class EMGPose(nn.Module):
         head_hidden: int = 384,
         head: str = "grid",
         head_channels: int = 128,
+        stem: str = "patch",
     ) -> None:
         super().__init__()
         dim = size.dim
@@ -109,7 +113,7 @@ class EMGPose(nn.Module):
         self.input_size = (img_hw[1], img_hw[0])
         """(w, h) of the crops it takes."""
         self.grid = (img_hw[0] // (2 * patch), img_hw[1] // (2 * patch))
-        self.patch_embed = PatchEmbed(dim, patch)
+        self.patch_embed = YoloStem(dim) if stem == "yolo" else PatchEmbed(dim, patch)
         self.pos_coarse = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1], dim))
         self.pos_fine = nn.Parameter(torch.zeros(1, dim, 2 * self.grid[0], 2 * self.grid[1]))
         self.keypoint_tokens = nn.Parameter(torch.zeros(1, num_joints, dim))
@@ -200,13 +204,11 @@ class EMGPose(nn.Module):
         pieces, boxes = [], []
         for s in (3, 2, 1):
             index = getattr(self, f"children{s}")[chosen[s]].flatten(1)
-            pixels = F.unfold(images[s], kernel_size=p, stride=p).transpose(1, 2)
             grids = _resized(self.pos_fine, rows * s, cols * s) + _resized(reuse, rows * s, cols * s)
             extra = (
                 grids.flatten(2).transpose(1, 2).gather(1, index.unsqueeze(-1).expand(-1, -1, grids.shape[1]))
             )
-            cut = pixels.gather(1, index.unsqueeze(-1).expand(-1, -1, pixels.shape[-1]))
-            pieces.append(self.patch_embed.embed_patches(cut) + extra)
+            pieces.append(self._embed(images[s], index) + extra)
             boxes.append(getattr(self, f"boxes{s}")[index])
         tokens = torch.cat([self.keypoint_tokens.expand(b, -1, -1), *pieces], dim=1)
 
@@ -229,6 +231,17 @@ class EMGPose(nn.Module):
             grid = cover @ unmerge(tokens[:, j:], groups)
             heatmaps = self.head(grid.transpose(1, 2).reshape(b, -1, 2 * rows, 2 * cols))
         return heatmaps, torch.tensor(counts), level, boxes, groups
+
+    def _embed(self, image: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """Tokens (B, k, D) of the patches ``index`` (B, k) of ``image``'s patch grid: cut out and projected
+        (patch stem), or taken from the conv stem's features of the whole image (which need the context)."""
+        if isinstance(self.patch_embed, YoloStem):
+            features = self.patch_embed(image)
+            return features.gather(1, index.unsqueeze(-1).expand(-1, -1, features.shape[-1]))
+        p = self.patch
+        pixels = F.unfold(image, kernel_size=p, stride=p).transpose(1, 2)
+        cut = pixels.gather(1, index.unsqueeze(-1).expand(-1, -1, pixels.shape[-1]))
+        return self.patch_embed.embed_patches(cut)
 
     def _coarse_heatmaps(self, tokens: torch.Tensor, j: int) -> torch.Tensor:
         """Heatmaps of the coarse stage from its normalised tokens [keypoints, patches, quality]."""
