@@ -167,17 +167,25 @@ def test_emgpose_granularity_follows_gkis() -> None:
         assert set(order[row, high + mid :].tolist()) == set(level[row].eq(1).nonzero().flatten().tolist())
 
 
-def test_emgpose_fine_tokens_tile_the_crop_and_embed_their_own_pixels() -> None:
-    model = emg_tiny()
+def embedded_fine_tokens(model: EMGPose, x: torch.Tensor) -> tuple:
+    """The run record and the fine stage's image tokens as embedded, with the position and reused-feature
+    terms zeroed (so the tokens are the embedding alone)."""
     with torch.no_grad():
         model.pos_fine.zero_()
         model.reuse.fc2.weight.zero_()
         model.reuse.fc2.bias.zero_()
     inputs: list[torch.Tensor] = []
-    model.blocks[0].register_forward_pre_hook(lambda _m, args: inputs.append(args[0]))
-    x = torch.randn(2, 3, 256, 192)
+    hook = model.blocks[0].register_forward_pre_hook(lambda _m, args: inputs.append(args[0]))
     with torch.no_grad():
         out = model(x, 1.0)
+    hook.remove()
+    return out, inputs[1][:, J:]
+
+
+def test_emgpose_fine_tokens_tile_the_crop_and_embed_their_own_pixels() -> None:
+    model = emg_tiny()
+    x = torch.randn(2, 3, 256, 192)
+    out, fine_input = embedded_fine_tokens(model, x)
     boxes = out.token_boxes
     area = ((boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])).sum(dim=1)
     torch.testing.assert_close(area, torch.full((2,), 256.0 * 192.0))
@@ -189,7 +197,6 @@ def test_emgpose_fine_tokens_tile_the_crop_and_embed_their_own_pixels() -> None:
     shares = cover_weights(boxes, 16, 12, 16.0)  # what the grid head lays onto each patch cell
     torch.testing.assert_close(shares.sum(dim=-1), torch.ones(2, 16 * 12))
 
-    fine_input = inputs[1][:, J:]
     scales = {32.0: 0.5, 16.0: 1.0, 32.0 / 3: 1.5}
     for row in range(2):
         for t in (0, 40, 100, fine_input.shape[1] - 1):
@@ -282,17 +289,11 @@ def test_emgpose_both_stages_draw_their_heatmaps_with_the_grid_head() -> None:
 
 def test_emgpose_conv_stem_tokens_are_the_stems_features_of_each_scale() -> None:
     model = EMGPose(TINY, J, stem="yolo").eval()
-    with torch.no_grad():
-        model.pos_fine.zero_()
-        model.reuse.fc2.weight.zero_()
-        model.reuse.fc2.bias.zero_()
-    inputs: list[torch.Tensor] = []
-    model.blocks[0].register_forward_pre_hook(lambda _m, args: inputs.append(args[0]))
     x = torch.rand(1, 3, 256, 192)
+    out, fine_input = embedded_fine_tokens(model, x)
+    fine = fine_input[0]
     with torch.no_grad():
-        out = model(x, 1.0)
         full = model.patch_embed(x)[0]  # the 16x12 grid of the full-resolution crop
-    fine = inputs[1][0, J:]
     compared = 0
     for t, (x0, y0, x1, _) in enumerate(out.token_boxes[0].tolist()):
         if round(x1 - x0) == 16:  # a 2x2 child: a full-resolution patch
