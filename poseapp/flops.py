@@ -108,14 +108,15 @@ def _emgpose_macs(model: EMGPose, counts: torch.Tensor, fine: torch.Tensor) -> t
     rows, cols = model.grid
     head = head_macs(model.head, d, j, (2 * rows, 2 * cols))
     h, w = model.img_hw
-    if isinstance(model.patch_embed, YoloStem):  # run on the half, full and 1.5x images
+    # The coarse stage embeds the half-resolution crop; the fine stage reuses that for the cells kept whole
+    # and embeds the full and 1.5x crops (the conv stem) or only the 2x2 and 3x3 cells' patches.
+    if isinstance(model.patch_embed, YoloStem):
         coarse_embed = conv_macs(model.patch_embed, (h // 2, w // 2))
-        fine_embed = coarse_embed + sum(
-            conv_macs(model.patch_embed, (h * s // 2, w * s // 2)) for s in (2, 3)
-        )
+        fine_embed = sum(conv_macs(model.patch_embed, (h * s // 2, w * s // 2)) for s in (2, 3))
     else:
+        high, mid, _ = model.split_counts()
         coarse_embed = patch_embed_macs(n, d, model.patch)
-        fine_embed = patch_embed_macs(model.fine_tokens(), d, model.patch)
+        fine_embed = patch_embed_macs(9 * high + 4 * mid, d, model.patch)
     coarse = coarse_embed + head + linear_macs(1, d, d) + linear_macs(1, d, 1)
     coarse = coarse + block_macs(counts[:, :depth], size).sum(dim=1)
     similarity = torch.zeros_like(coarse)

@@ -74,6 +74,11 @@ def cover_weights(boxes: torch.Tensor, rows: int, cols: int, cell: float) -> tor
     return (x1 - x0).clamp_min(0) * (y1 - y0).clamp_min(0) / cell**2
 
 
+def _take(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``rows`` (B, N, C) at ``index`` (B, k) -> (B, k, C)."""
+    return rows.gather(1, index.unsqueeze(-1).expand(-1, -1, rows.shape[-1]))
+
+
 def _resized(grid: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
     """A (B, D, h, w) feature grid bilinearly resampled to rows x cols (as is when it already fits)."""
     if grid.shape[-2:] == (rows, cols):
@@ -152,7 +157,8 @@ class EMGPose(nn.Module):
         eta = self.knob.clamp(eta)
         b, j = x.shape[0], self.num_joints
         n = self.grid[0] * self.grid[1]
-        coarse = self.patch_embed(F.avg_pool2d(x, 2)) + self.pos_coarse
+        embedded = self.patch_embed(F.avg_pool2d(x, 2))
+        coarse = embedded + self.pos_coarse
         tokens = torch.cat(
             [self.keypoint_tokens.expand(b, -1, -1), coarse, self.quality_token.expand(b, -1, -1)], dim=1
         )
@@ -177,7 +183,7 @@ class EMGPose(nn.Module):
         if fine.any():
             idx = fine.nonzero().squeeze(1)
             fine_maps, fine_counts, level, boxes, groups = self._fine_stage(
-                x[idx], tokens[idx, j : j + n], gkis[idx]
+                x[idx], embedded[idx], tokens[idx, j : j + n], gkis[idx]
             )
             out.heatmaps = heatmaps.index_put((idx,), fine_maps)
             counts[idx.cpu(), depth:] = fine_counts
@@ -187,8 +193,10 @@ class EMGPose(nn.Module):
         return out
 
     def _fine_stage(
-        self, x: torch.Tensor, coarse_features: torch.Tensor, gkis: torch.Tensor
+        self, x: torch.Tensor, embedded: torch.Tensor, coarse_features: torch.Tensor, gkis: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """``embedded``: the coarse stage's patch tokens before position embedding, which are also the
+        tokens of the cells kept whole."""
         b, j, p = x.shape[0], self.num_joints, self.patch
         rows, cols = self.grid
         high, mid, low = self.split_counts()
@@ -199,16 +207,15 @@ class EMGPose(nn.Module):
         for s, cells in chosen.items():
             level[batch, cells] = s
 
-        images = {1: F.avg_pool2d(x, 2), 2: x, 3: F.interpolate(x, scale_factor=1.5, mode="bilinear")}
+        images = {2: x, 3: F.interpolate(x, scale_factor=1.5, mode="bilinear")}
         reuse = self.reuse(coarse_features).transpose(1, 2).reshape(b, -1, rows, cols)
         pieces, boxes = [], []
         for s in (3, 2, 1):
             index = getattr(self, f"children{s}")[chosen[s]].flatten(1)
             grids = _resized(self.pos_fine, rows * s, cols * s) + _resized(reuse, rows * s, cols * s)
-            extra = (
-                grids.flatten(2).transpose(1, 2).gather(1, index.unsqueeze(-1).expand(-1, -1, grids.shape[1]))
-            )
-            pieces.append(self._embed(images[s], index) + extra)
+            extra = _take(grids.flatten(2).transpose(1, 2), index)
+            own = _take(embedded, index) if s == 1 else self._embed(images[s], index)
+            pieces.append(own + extra)
             boxes.append(getattr(self, f"boxes{s}")[index])
         tokens = torch.cat([self.keypoint_tokens.expand(b, -1, -1), *pieces], dim=1)
 
@@ -236,12 +243,10 @@ class EMGPose(nn.Module):
         """Tokens (B, k, D) of the patches ``index`` (B, k) of ``image``'s patch grid: cut out and projected
         (patch stem), or taken from the conv stem's features of the whole image (which need the context)."""
         if isinstance(self.patch_embed, YoloStem):
-            features = self.patch_embed(image)
-            return features.gather(1, index.unsqueeze(-1).expand(-1, -1, features.shape[-1]))
+            return _take(self.patch_embed(image), index)
         p = self.patch
         pixels = F.unfold(image, kernel_size=p, stride=p).transpose(1, 2)
-        cut = pixels.gather(1, index.unsqueeze(-1).expand(-1, -1, pixels.shape[-1]))
-        return self.patch_embed.embed_patches(cut)
+        return self.patch_embed.embed_patches(_take(pixels, index))
 
     def _coarse_heatmaps(self, tokens: torch.Tensor, j: int) -> torch.Tensor:
         """Heatmaps of the coarse stage from its normalised tokens [keypoints, patches, quality]."""
