@@ -134,6 +134,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         holdout=args.holdout, out=args.out, epochs=args.epochs, batch=args.batch, lr=args.lr, loss=args.loss,
         freeze_stem_epochs=args.freeze_stem_epochs, workers=args.workers, precision=args.precision,
         time_limit_minutes=args.time_limit, max_steps=args.max_steps,
+        quality_from_epoch=args.quality_from_epoch,
     )  # fmt: skip
     best = train(cfg)
     print(f"best checkpoint: {best}")
@@ -157,20 +158,21 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
     from .detect import DEFAULT_DETECTOR, PersonDetector
     from .evaluate import evaluate
+    from .pipeline import DEFAULT_WEIGHTS
 
     if args.threads:
         torch.set_num_threads(args.threads)
     if not Path(args.ann).is_file() or not Path(args.images).is_dir():
         raise UsageError(f"--ann {args.ann} --images {args.images}: need a json and its image folder")
-    if bool(args.weights) == bool(args.teacher):
-        raise UsageError("give --weights CHECKPOINT or --teacher movenet|yolo (one of them)")
+    if args.weights and args.teacher:
+        raise UsageError("give --weights CHECKPOINT or --teacher movenet|yolo, not both")
     device = resolve_device(args.device)
     precision = "fp32" if args.teacher else resolve_precision(args.precision, torch.device(device))
     if args.teacher:
         estimator = teacher_from_args(args.teacher, args.teacher_path, device)
         name, knobs = estimator.name, [None]
     else:
-        estimator = prepare_for_inference(load_model(args.weights))
+        estimator = prepare_for_inference(load_model(args.weights or DEFAULT_WEIGHTS))
         name, knobs = estimator.arch, args.knob or [estimator.knob.default]
     detector = None
     if args.boxes == "detect" and (args.detector or not hasattr(estimator, "detect_people")):
@@ -211,6 +213,8 @@ def cmd_label(args: argparse.Namespace) -> None:
         raise UsageError("--fill-only needs a COCO keypoint json and --source its image folder")
     if args.every < 1:
         raise UsageError("--every must be at least 1")
+    if args.fix_sides and not args.fill_only:
+        raise UsageError("--fix-sides repairs human labels: it needs --fill-only ANN")
     device = resolve_device(args.device)
     teacher = teacher_from_args(args.teacher, args.teacher_path, device)
     boxer = None
@@ -219,12 +223,13 @@ def cmd_label(args: argparse.Namespace) -> None:
     try:
         summary = label_images(
             teacher, source, args.out, fill_only=args.fill_only, every=args.every, boxer=boxer,
-            min_box_score=args.min_box_score, min_confidence=args.min_confidence,
+            min_box_score=args.min_box_score, min_confidence=args.min_confidence, fix_sides=args.fix_sides,
         )  # fmt: skip
     except (OSError, ValueError, KeyError) as exc:
         raise UsageError(str(exc)) from exc
+    swaps = f", {summary.side_swaps} arm/leg pairs renamed left for right" if args.fix_sides else ""
     print(f"wrote {summary.out_json}: {summary.people} people in {summary.images} images "
-          f"(images in {summary.image_dir})")  # fmt: skip
+          f"(images in {summary.image_dir}){swaps}")  # fmt: skip
 
 
 def pipeline_from_args(args: argparse.Namespace):
@@ -325,6 +330,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from .detect import DEFAULT_DETECTOR
+    from .pipeline import DEFAULT_WEIGHTS
 
     parser = argparse.ArgumentParser(prog="main.py", description="PoseApp: real-time multi-person pose.")
     add_run_options(parser)
@@ -387,6 +393,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--lr", type=float, default=1e-3)
     tr.add_argument("--loss", default="ce", choices=["ce", "mse"])
     tr.add_argument("--freeze-stem-epochs", type=int, default=6)
+    tr.add_argument(
+        "--quality-from-epoch", type=int, default=2,
+        help="EMGPose: the epoch (from 0) at which its quality loss (weight 0.03) starts",
+    )  # fmt: skip
     tr.add_argument("--workers", type=int, default=1)
     tr.add_argument("--threads", type=int, default=0)
     tr.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
@@ -397,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="COCO keypoint AP, PCK@0.2 and GFLOPs of a model or a teacher")
     ev.add_argument("--ann", required=True, help="COCO keypoint json (scored on the joints it shares)")
     ev.add_argument("--images", required=True, help="the json's image folder")
-    ev.add_argument("--weights", help="PoseApp checkpoint to evaluate")
+    ev.add_argument("--weights", help=f"PoseApp checkpoint to evaluate (default {DEFAULT_WEIGHTS})")
     ev.add_argument("--teacher", choices=["movenet", "yolo"], help="evaluate a teacher instead")
     ev.add_argument("--teacher-path", help="teacher model file (default: its usual place)")
     ev.add_argument("--knob", type=float, nargs="+", help="knob values to evaluate; default: model's")
@@ -426,6 +436,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--fill-only",
         metavar="ANN",
         help="human-labelled json of --source: keep its labels, fill only the joints its skeleton lacks",
+    )
+    lb.add_argument(
+        "--fix-sides",
+        action="store_true",
+        help="with --fill-only: swap left/right arm or leg labels where the teacher agrees far better",
     )
     lb.add_argument("--every", type=int, default=5, help="video: label every k-th frame")
     lb.add_argument("--min-box-score", type=float, default=0.5, help="people kept from the detector")

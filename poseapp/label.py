@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from .data import load_people, read_bgr
+from .data.sides import swap_groups, swapped_groups
 from .evaluate import PoseEstimator
 from .skeleton import JOINTS, LIMB_INDEX, NUM_JOINTS, joint_mapping
 from .teachers import YoloPoseTeacher
@@ -34,6 +35,8 @@ class LabelSummary:
     """The folder the json's ``file_name``s are relative to (pass it with the json to ``load_people``)."""
     images: int
     people: int
+    side_swaps: int = 0
+    """Arm or leg pairs whose human left/right labels were swapped to agree with the teacher."""
 
 
 def unified_category() -> dict:
@@ -128,10 +131,12 @@ def _label_frames(
 
 
 def _fill_missing(
-    teacher: PoseEstimator, ann_file: Path, image_dir: Path, min_confidence: float
-) -> tuple[list[dict], list[dict]]:
+    teacher: PoseEstimator, ann_file: Path, image_dir: Path, min_confidence: float, fix_sides: bool
+) -> tuple[list[dict], list[dict], int]:
     """The human-labelled people of ``ann_file`` (their boxes and areas too) with the joints its skeleton
-    lacks filled in by ``teacher`` (top-down on the human boxes)."""
+    lacks filled in by ``teacher`` (top-down on the human boxes), and, with ``fix_sides``, their arms and
+    legs renamed left for right where the teacher agrees far better so (``data.sides``); also the number
+    of groups swapped."""
     with open(ann_file, encoding="utf-8") as f:
         data = json.load(f)
     mapping = joint_mapping(data["categories"][0]["keypoints"])
@@ -143,12 +148,16 @@ def _fill_missing(
     by_image: dict[int, list] = {}
     for person in load_people(ann_file, image_dir):
         by_image.setdefault(person.image_id, []).append(person)
-    annotations = []
+    annotations, swaps = [], 0
     for people in by_image.values():
         image = read_bgr(people[0].image_path)
         pose = teacher.predict(image, np.stack([p.box_xywh for p in people]))
         for person, xy, scores in zip(people, pose.xy, pose.scores, strict=True):
             out_xy, visibility = person.xy.copy(), person.visibility.copy()
+            if fix_sides:
+                groups = swapped_groups(out_xy, visibility, xy, scores, min_confidence)
+                out_xy, visibility = swap_groups(out_xy, groups), swap_groups(visibility, groups)
+                swaps += len(groups)
             confidence = (visibility > 0).astype(np.float64)
             out_xy[fill], confidence[fill] = xy[fill], scores[fill]
             visibility[fill] = teacher_visibility(scores[fill], min_confidence)
@@ -157,7 +166,7 @@ def _fill_missing(
             )
             annotation["area"] = areas.get(person.ann_id) or annotation["area"]
             annotations.append(annotation)
-    return data["images"], annotations
+    return data["images"], annotations, swaps
 
 
 def label_images(
@@ -169,6 +178,7 @@ def label_images(
     boxer: YoloPoseTeacher | None = None,
     min_box_score: float = MIN_BOX_SCORE,
     min_confidence: float = MIN_CONFIDENCE,
+    fix_sides: bool = False,
 ) -> LabelSummary:
     """Write a COCO keypoint file of ``teacher``'s labels for an image folder or a video.
 
@@ -177,16 +187,22 @@ def label_images(
     own when ``teacher is boxer``, else ``teacher``'s top-down. A video gives every ``every``-th frame, saved
     in ``images/`` beside ``out_json``. With ``fill_only`` (a human-labelled COCO file of the folder
     ``source``), its people keep their human labels and the teacher labels only the joints that file's
-    skeleton lacks.
+    skeleton lacks; ``fix_sides`` also repairs its people's swapped left/right arm and leg labels
+    (``data.sides.swapped_groups``).
     """
     source, out_json = Path(source), Path(out_json)
     if every < 1:
         raise ValueError(f"every must be >= 1, got {every}")
+    if fix_sides and fill_only is None:
+        raise ValueError("fix_sides repairs human labels: give fill_only, the human-labelled file")
+    swaps = 0
     if fill_only is not None:
         if not source.is_dir():
             raise ValueError(f"fill_only labels an image folder; {source} is not one")
         image_dir = source
-        images, annotations = _fill_missing(teacher, Path(fill_only), source, min_confidence)
+        images, annotations, swaps = _fill_missing(
+            teacher, Path(fill_only), source, min_confidence, fix_sides
+        )
     else:
         if boxer is None:
             boxer = teacher if isinstance(teacher, YoloPoseTeacher) else YoloPoseTeacher()
@@ -200,6 +216,7 @@ def label_images(
             "description": f"pseudo-labels by {getattr(teacher, 'name', type(teacher).__name__)}",
             "people": "human boxes and labels, missing joints filled" if fill_only else "teacher boxes",
             "min_confidence": min_confidence,
+            "side_swaps": swaps,
         },
         "images": images,
         "annotations": annotations,
@@ -207,4 +224,4 @@ def label_images(
     }
     with open(out_json, "w", encoding="utf-8") as f:
         json.dump(coco, f)
-    return LabelSummary(out_json, image_dir, len(images), len(annotations))
+    return LabelSummary(out_json, image_dir, len(images), len(annotations), swaps)

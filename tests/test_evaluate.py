@@ -206,3 +206,15 @@ def test_per_joint_errors_show_a_systematic_offset(tmp_path):
     assert "left_hip" in report.joint_table() and f"{5 / torso:+.3f}" in report.joint_table()
     far = evaluate(Oracle(shift=(-10, 0)), ann_file, tmp_path).joints["nose"]
     assert far.pck == 0.0 and far.bias == pytest.approx((-10 / torso, 0.0))
+
+
+def test_eval_command_uses_the_shipped_default_model(tmp_path, capsys):
+    from poseapp.cli import main
+
+    ann_file = write_coco(tmp_path)
+    assert main(["eval", "--ann", str(ann_file), "--images", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.startswith("evitpose_t (gt boxes")
+    assert main(
+        ["eval", "--ann", str(ann_file), "--images", str(tmp_path), "--weights", "w", "--teacher", "yolo"]
+    )
+    assert "not both" in capsys.readouterr().err
