@@ -262,13 +262,19 @@ def test_cover_weights_are_the_overlap_shares() -> None:
     torch.testing.assert_close(shares, expected)
 
 
-def test_unmerge_gives_every_token_the_one_it_was_merged_into() -> None:
-    first = torch.tensor([[0, 1, 1, 2, 0]])  # five tokens merged into three
-    second = torch.tensor([[1, 0, 0]])  # then into two
-    merged = torch.tensor([[[10.0], [20.0]]])
-    torch.testing.assert_close(
-        unmerge(merged, [first, second]), torch.tensor([[[20.0], [10.0], [10.0], [10.0], [20.0]]])
-    )
+def test_unmerge_keeps_each_tokens_own_features_plus_its_groups_later_change() -> None:
+    def column(*values):
+        return torch.tensor(values).reshape(1, -1, 1)
+
+    first, second = torch.tensor([[0, 1, 1, 2, 0]]), torch.tensor([[1, 0, 0]])  # 5 tokens -> 3 -> 2
+    before = [column(1.0, 2.0, 3.0, 4.0, 5.0), column(13.0, 12.5, 14.0)]
+    after = [column(3.0, 2.5, 4.0), column(13.2, 13.0)]
+    final = column(23.2, 33.0)  # the two last tokens changed by +10 and +20 after the second merge
+    expected = column(31.0, 22.0, 23.0, 24.0, 35.0)
+    torch.testing.assert_close(unmerge(final, before, after, [first, second]), expected)
+    kept = column(7.0, 8.0, 9.0)  # tokens never merged (each its own group) end with their final features
+    identity = torch.arange(3).unsqueeze(0)
+    torch.testing.assert_close(unmerge(kept + 1.0, [kept], [kept], [identity]), kept + 1.0)
 
 
 def test_emgpose_both_stages_draw_their_heatmaps_with_the_grid_head() -> None:
