@@ -21,6 +21,7 @@ from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler
 from tqdm import tqdm
 
+from .calibrate import EtaPoint, choose_eta, eta_curve, set_default_eta
 from .data import AugmentConfig, PoseDataset, load_people, split_people
 from .evaluate import pck_on_people
 from .inference import keypoints_from_logits
@@ -28,6 +29,7 @@ from .losses import LOSSES, object_keypoint_similarity, quality_loss
 from .models import EMGPose, EViTPose, WeightsError, create_model, load_model, save_model
 from .models.stem import YoloStem
 from .models.vit import DEFAULT_IMG_HW, resample_pos_embed
+from .models.zoo import read_metadata
 from .precision import autocast, resolve_precision
 from .skeleton import SIGMAS
 
@@ -269,7 +271,7 @@ def train(cfg: TrainConfig) -> Path:
             state["epoch"] += 1
             if rank == 0:
                 model.eval()
-                knob = model.knob.default
+                knob = model.knob.high if isinstance(model, EMGPose) else model.knob.default
                 score = pck_on_people(model, val_set, knob=knob, device=device)
                 entry = {
                     "epoch": state["epoch"],
@@ -286,6 +288,26 @@ def train(cfg: TrainConfig) -> Path:
                     save_model(model, out_dir / "best.safetensors", config=asdict(cfg), **entry)
         save_state()
         saved_at = time.monotonic()
+    if rank == 0 and isinstance(model, EMGPose) and (out_dir / "best.safetensors").exists():
+        calibrate_best(out_dir / "best.safetensors", val_set, device)
     if world > 1:
         dist.barrier()
     return out_dir / "best.safetensors"
+
+
+def calibrate_best(path: Path, val_set: PoseDataset, device: torch.device) -> EtaPoint:
+    """Store in the EMGPose checkpoint ``path`` the default eta that ``calibrate.choose_eta`` picks on
+    ``val_set``, with the whole curve in its metadata."""
+    model = load_model(path).to(device)
+    meta = read_metadata(path)
+    curve = eta_curve(model, val_set)
+    chosen = choose_eta(curve)
+    set_default_eta(model, chosen.eta)
+    info = {**meta["info"], "eta_curve": [asdict(p) for p in curve], "default_eta": asdict(chosen)}
+    save_model(model, path, **info)
+    print(
+        f"default eta {chosen.eta:g}: hold-out PCK@0.2 {chosen.pck:.3f}, fine stage for "
+        f"{chosen.fine_share:.0%}, {chosen.gflops:.2f} GFLOPs (eta 1: {curve[-1].pck:.3f})",
+        flush=True,
+    )
+    return chosen

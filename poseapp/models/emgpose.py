@@ -95,8 +95,6 @@ def _resized(grid: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
 
 
 class EMGPose(nn.Module):
-    knob = Knob("eta", low=0.0, high=1.0, default=0.5)
-
     def __init__(
         self,
         size: ViTSize,
@@ -114,8 +112,11 @@ class EMGPose(nn.Module):
         head: str = "grid",
         head_channels: int = 128,
         stem: str = "patch",
+        eta: float = 0.5,
     ) -> None:
+        """``eta``: the default threshold (a trained checkpoint stores the one ``calibrate`` chose for it)."""
         super().__init__()
+        self.knob = Knob("eta", low=0.0, high=1.0, default=eta)
         dim = size.dim
         self.size, self.num_joints, self.patch = size, num_joints, patch
         self.r_h, self.r_l, self.r_head, self.r_last = r_h, r_l, r_head, r_last

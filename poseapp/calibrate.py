@@ -1,0 +1,80 @@
+"""Choosing EMGPose's default threshold eta on validation people.
+
+The quality predictor learns the OKS of the coarse result, so where eta falls in that distribution, and with
+it the share of crops that get the fine stage, belongs to each checkpoint: eta 0.5 sends almost nothing to the
+fine stage once the coarse poses score OKS 0.6-0.8. One pass at eta 1 gives both stages' poses and Q for every
+person; any eta's result is then a choice per person, so the whole curve costs one pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from .data import PoseDataset
+from .evaluate import pck
+from .flops import count_macs
+from .inference import keypoints_from_logits
+from .models import EMGPose
+from .models.knob import Knob
+from .transforms import heatmaps_to_image
+
+ETA_GRID = np.round(np.linspace(0.0, 1.0, 21), 2)
+TOLERANCE = 0.01
+"""Default eta: the cheapest whose PCK@0.2 is within this of running the fine stage for everyone."""
+
+
+@dataclass(frozen=True)
+class EtaPoint:
+    eta: float
+    pck: float
+    fine_share: float
+    """Share of the people that go through the fine stage."""
+    gflops: float
+    """Mean 10^9 multiply-adds per person."""
+
+
+@torch.no_grad()
+def eta_curve(
+    model: EMGPose, dataset: PoseDataset, etas: np.ndarray = ETA_GRID, batch: int = 32
+) -> list[EtaPoint]:
+    """PCK@0.2, fine-stage share and GFLOPs of ``model`` on ``dataset``'s people (eval crops) at each eta."""
+    model.eval()
+    coarse, fine, quality, macs_coarse, macs_fine = [], [], [], [], []
+    for sample in DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=0):
+        out = model(sample.image, model.knob.high)
+        matrices = sample.matrix.numpy()
+        for maps, into in ((out.coarse_heatmaps, coarse), (out.heatmaps, fine)):
+            xy, _ = keypoints_from_logits(maps)
+            into.append(heatmaps_to_image(xy.double(), matrices).numpy())
+        quality.append(out.quality.float().numpy())
+        macs_fine.append(count_macs(model, out).numpy())
+        out.fine_stage = torch.zeros_like(out.fine_stage)
+        macs_coarse.append(count_macs(model, out).numpy())
+    coarse_xy, fine_xy, q = np.concatenate(coarse), np.concatenate(fine), np.concatenate(quality)
+    cost = np.stack([np.concatenate(macs_coarse), np.concatenate(macs_fine)]) / 1e9
+    truth = np.stack([p.xy for p in dataset.people])
+    visible = np.stack([p.visibility for p in dataset.people])
+    points = []
+    for eta in etas:
+        runs_fine = q <= eta  # as EMGPose.forward decides
+        xy = np.where(runs_fine[:, None, None], fine_xy, coarse_xy)
+        gflops = np.where(runs_fine, cost[1], cost[0]).mean()
+        points.append(EtaPoint(float(eta), pck(xy, truth, visible), float(runs_fine.mean()), float(gflops)))
+    return points
+
+
+def choose_eta(points: list[EtaPoint], tolerance: float = TOLERANCE) -> EtaPoint:
+    """The cheapest point whose PCK is within ``tolerance`` of the point with the largest eta."""
+    full = max(points, key=lambda p: p.eta)
+    good = [p for p in points if p.pck >= full.pck - tolerance]
+    return min(good, key=lambda p: (p.gflops, p.eta))
+
+
+def set_default_eta(model: EMGPose, eta: float) -> None:
+    """Make ``eta`` the model's default (stored in its config, so ``save_model`` keeps it)."""
+    model.knob = Knob(model.knob.name, model.knob.low, model.knob.high, float(eta))
+    model.config = {**getattr(model, "config", {}), "eta": float(eta)}
