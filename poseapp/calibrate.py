@@ -8,7 +8,7 @@ person; any eta's result is then a choice per person, so the whole curve costs o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -52,8 +52,8 @@ def eta_curve(
             into.append(heatmaps_to_image(xy.double(), matrices).numpy())
         quality.append(out.quality.float().numpy())
         macs_fine.append(count_macs(model, out).numpy())
-        out.fine_stage = torch.zeros_like(out.fine_stage)
-        macs_coarse.append(count_macs(model, out).numpy())
+        coarse_only = replace(out, fine_stage=torch.zeros_like(out.fine_stage))
+        macs_coarse.append(count_macs(model, coarse_only).numpy())
     coarse_xy, fine_xy, q = np.concatenate(coarse), np.concatenate(fine), np.concatenate(quality)
     cost = np.stack([np.concatenate(macs_coarse), np.concatenate(macs_fine)]) / 1e9
     truth = np.stack([p.xy for p in dataset.people])
