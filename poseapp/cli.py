@@ -115,6 +115,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise UsageError(f"unknown model {args.model!r}; known: {', '.join(MODEL_NAMES)}")
     if args.model.startswith("emgpose") and any(v % 32 for v in args.input_size):
         raise UsageError("EMGPose's coarse stage halves the crop: --input-size must be multiples of 32")
+    if not 0.0 <= args.paste_prob <= 1.0:
+        raise UsageError(f"--paste-prob must be in [0, 1], got {args.paste_prob}")
     if args.init and args.init_from:
         raise UsageError("give --init (same model) or --init-from (another model), not both")
     if args.init and args.input_size != DEFAULT_IMG_HW:
@@ -134,7 +136,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         holdout=args.holdout, out=args.out, epochs=args.epochs, batch=args.batch, lr=args.lr, loss=args.loss,
         freeze_stem_epochs=args.freeze_stem_epochs, workers=args.workers, precision=args.precision,
         time_limit_minutes=args.time_limit, max_steps=args.max_steps,
-        quality_from_epoch=args.quality_from_epoch,
+        quality_from_epoch=args.quality_from_epoch, paste_prob=args.paste_prob,
     )  # fmt: skip
     best = train(cfg)
     print(f"best checkpoint: {best}")
@@ -166,6 +168,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
         raise UsageError(f"--ann {args.ann} --images {args.images}: need a json and its image folder")
     if args.weights and args.teacher:
         raise UsageError("give --weights CHECKPOINT or --teacher movenet|yolo, not both")
+    if args.flip and args.teacher:
+        raise UsageError("--flip is for PoseApp models, not teachers")
     device = resolve_device(args.device)
     precision = "fp32" if args.teacher else resolve_precision(args.precision, torch.device(device))
     if args.teacher:
@@ -185,7 +189,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
             warnings.simplefilter("always")
             try:
                 report = evaluate(
-                    estimator, args.ann, args.images, knob, args.boxes, detector, device, precision
+                    estimator, args.ann, args.images, knob, args.boxes, detector, device, precision, args.flip
                 )
             except (OSError, ValueError, KeyError) as exc:
                 raise UsageError(f"{args.ann}: {exc}") from exc
@@ -256,7 +260,7 @@ def pipeline_from_args(args: argparse.Namespace):
         raise UsageError(str(exc)) from exc
     cfg = PipelineConfig(
         weights=args.weights, device=device, detect_every=args.detect_every, budget_ms=args.budget_ms,
-        knob=knob, smoothing=not args.no_smooth, precision=args.precision,
+        knob=knob, smoothing=not args.no_smooth, precision=args.precision, flip=args.flip,
     )  # fmt: skip
     return PosePipeline(cfg, detector, model=model)
 
@@ -324,6 +328,11 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     )
     run.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
     run.add_argument("--no-smooth", action="store_true", help="turn keypoint smoothing off")
+    run.add_argument(
+        "--flip",
+        action="store_true",
+        help="flip test: each person also posed mirrored (more accurate, 2x cost)",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores but one)")
 
@@ -397,6 +406,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--quality-from-epoch", type=int, default=2,
         help="EMGPose: the epoch (from 0) at which its quality loss (weight 0.03) starts",
     )  # fmt: skip
+    tr.add_argument(
+        "--paste-prob", type=float, default=0.0,
+        help="probability of pasting another training person over a crop as a distractor (default 0)",
+    )  # fmt: skip
     tr.add_argument("--workers", type=int, default=1)
     tr.add_argument("--threads", type=int, default=0)
     tr.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
@@ -417,6 +430,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--detector", help="--boxes detect: person detector (default yolo11n-pose; --teacher yolo: its own)"
     )
+    ev.add_argument(
+        "--flip", action="store_true",
+        help="flip test: average each crop's heatmaps with its mirror image's (twice the GFLOPs)",
+    )  # fmt: skip
     ev.add_argument("--results", help="write the COCO keypoint results json here")
     ev.add_argument(
         "--per-joint", action="store_true", help="also PCK@0.2 and mean offset (torso lengths) per joint"

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 
 from .data import Person, PoseDataset, load_people, read_bgr
 from .flops import count_macs
-from .inference import crop_batch, keypoints_from_logits
+from .inference import crop_batch, flip_test_logits, keypoints_from_logits
 from .precision import autocast, resolve_precision
 from .skeleton import INDEX, JOINTS, NUM_JOINTS, SIGMAS, joint_mapping
 from .track import iou_matrix
@@ -79,16 +79,25 @@ Detector = Callable[[np.ndarray], Sequence[Any]]
 
 
 class ModelEstimator:
-    """A PoseApp model as a ``PoseEstimator``: eval crops of the boxes, one batch per image."""
+    """A PoseApp model as a ``PoseEstimator``: eval crops of the boxes, one batch per image.
+
+    ``flip=True`` runs the flip test (``flip_test_logits``): twice the GFLOPs, counted as such."""
 
     joints = JOINTS
 
-    def __init__(self, model: nn.Module, device: str | torch.device = "cpu", precision: str = "fp32") -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        device: str | torch.device = "cpu",
+        precision: str = "fp32",
+        flip: bool = False,
+    ) -> None:
         if model.num_joints != NUM_JOINTS:
             raise ValueError(f"model predicts {model.num_joints} joints, the skeleton has {NUM_JOINTS}")
         self.model = model.to(device).eval()
         self.device = torch.device(device)
         self.precision = resolve_precision(precision, self.device)
+        self.flip = flip
 
     @torch.no_grad()
     def predict(
@@ -97,11 +106,16 @@ class ModelEstimator:
         if len(boxes_xywh) == 0:
             return Predictions.empty()
         crops, matrices = crop_batch(image_bgr, boxes_xywh, self.model.input_size)
+        crops = crops.to(self.device)
         with autocast(self.precision, self.device):
-            out = self.model(crops.to(self.device), knob)
-        coords, scores = keypoints_from_logits(out.heatmaps)
+            if self.flip:
+                logits, macs, _ = flip_test_logits(self.model, crops, knob)
+            else:
+                out = self.model(crops, knob)
+                logits, macs = out.heatmaps, count_macs(self.model, out)
+        coords, scores = keypoints_from_logits(logits)
         xy = heatmaps_to_image(coords.cpu().double(), matrices).numpy()
-        return Predictions(xy, scores.cpu().double().numpy(), count_macs(self.model, out).cpu().numpy() / 1e9)
+        return Predictions(xy, scores.cpu().double().numpy(), macs.cpu().numpy() / 1e9)
 
 
 @dataclass
@@ -113,6 +127,8 @@ class EvalReport:
     gflops: float
     """Mean 10^9 multiply-adds per person posed (NaN for teachers)."""
     knob: float | None
+    flip: bool
+    """Whether the flip test ran (``ModelEstimator``)."""
     people: int
     """Ground-truth people scored."""
     joints: dict[str, JointError]
@@ -130,7 +146,9 @@ class EvalReport:
     def summary(self) -> str:
         ap = " ".join(f"{key} {self.ap[key]:.3f}" for key in AP_KEYS)
         knob = "" if self.knob is None else f" knob {self.knob:g}"
-        return f"{ap} PCK@0.2 {self.pck:.3f} GFLOPs/person {self.gflops:.3f}{knob} ({self.people} people)"
+        flip = " flip test" if self.flip else ""
+        cost = f"GFLOPs/person {self.gflops:.3f}{knob}{flip}"
+        return f"{ap} PCK@0.2 {self.pck:.3f} {cost} ({self.people} people)"
 
 
 @torch.no_grad()
@@ -417,19 +435,22 @@ def evaluate(
     detector: Detector | None = None,
     device: str | torch.device = "cpu",
     precision: str = "fp32",
+    flip: bool = False,
 ) -> EvalReport:
     """Pose the people of a COCO keypoint file and score them (see ``EvalReport``).
 
     ``boxes="gt"``: top-down on every labelled person's box (``load_people``). ``boxes="detect"``: on
     every image, top-down on ``detector``'s boxes, or, without a detector, the estimator's own end-to-end
     ``detect_people``. A PoseApp model (``nn.Module``) runs through ``ModelEstimator`` on ``device``, in
-    ``precision``.
+    ``precision``, with the flip test if ``flip``.
     """
     if boxes not in ("gt", "detect"):
         raise ValueError(f"boxes must be 'gt' or 'detect', got {boxes!r}")
+    if flip and not isinstance(estimator, nn.Module):
+        raise ValueError("the flip test is for PoseApp models; this estimator is not one")
     knob_used = None
     if isinstance(estimator, nn.Module):
-        estimator = ModelEstimator(estimator, device, precision)
+        estimator = ModelEstimator(estimator, device, precision, flip)
         knob_used = estimator.model.knob.clamp(knob)
     if boxes == "detect" and detector is None and not hasattr(estimator, "detect_people"):
         raise ValueError("boxes='detect' needs a detector: this estimator does not find people itself")
@@ -463,6 +484,7 @@ def evaluate(
         pck=pck(matched_xy, truth_xy, visible),
         gflops=float(gflops.mean()) if len(gflops) else float("nan"),
         knob=knob_used,
+        flip=flip,
         people=len(people),
         joints=joint_errors(matched_xy, truth_xy, visible),
         results=results,

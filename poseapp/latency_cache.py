@@ -35,14 +35,16 @@ def _processor() -> str:
         return platform.processor()
 
 
-def latency_key(model: nn.Module, device: torch.device, precision: str = "fp32") -> str:
-    """What a calibration of ``model`` on ``device`` in ``precision`` depends on, hashed."""
+def latency_key(model: nn.Module, device: torch.device, precision: str = "fp32", flip: bool = False) -> str:
+    """What a calibration of ``model`` on ``device`` in ``precision`` (with the flip test or not) depends
+    on, hashed."""
     hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else _processor()
     parts = {
         "arch": getattr(model, "arch", type(model).__name__),
         "config": getattr(model, "config", {}),
         "device": device.type,
         "precision": precision,
+        "flip": flip,
         "hardware": hardware,
         "cores": os.cpu_count(),
         "threads": torch.get_num_threads(),

@@ -17,7 +17,7 @@ from torch import nn
 
 from .budget import BudgetController, LatencyModel
 from .flops import count_macs
-from .inference import crop_batch, keypoints_from_logits
+from .inference import crop_batch, flip_test_logits, keypoints_from_logits
 from .latency_cache import cached_latency, default_cache_dir, latency_key
 from .models import PoseOutput, load_model, prepare_for_inference
 from .precision import autocast, resolve_precision
@@ -47,6 +47,8 @@ class PipelineConfig:
     beta: float = 0.05
     max_people: int = 32
     min_joint_score: float = 0.3
+    flip: bool = False
+    """Flip test (``inference.flip_test_logits``): each crop also runs mirrored, at twice the cost."""
     latency_cache: Path | None = field(default_factory=default_cache_dir)
     """Folder of start-up latency calibrations (``latency_cache.py``); None = calibrate every time."""
 
@@ -147,7 +149,7 @@ class PosePipeline:
             return BudgetController.fixed(knob, knob.clamp(self.cfg.knob))
         if latency is None:
             latency = cached_latency(
-                latency_key(self.model, self.device, self.precision),
+                latency_key(self.model, self.device, self.precision, self.cfg.flip),
                 lambda: LatencyModel.calibrate(self.measure_ms, knob),
                 self.cfg.latency_cache,
             )
@@ -157,7 +159,7 @@ class PosePipeline:
     def measure_ms(self, knob: float, n: int, runs: int = 2) -> float:
         """Median milliseconds of one pose call on ``n`` crops at ``knob`` (for calibration)."""
         w, h = self.model.input_size
-        x = torch.rand(n, 3, h, w, device=self.device).contiguous(
+        x = torch.rand(n * (2 if self.cfg.flip else 1), 3, h, w, device=self.device).contiguous(
             memory_format=torch.channels_last
         )  # as crops
         with autocast(self.precision, self.device):
@@ -213,14 +215,18 @@ class PosePipeline:
         knob = self.controller.choose(len(posed))
         start = time.perf_counter()
         with autocast(self.precision, self.device):
-            out = self.model(crops.to(self.device), knob)
-        coords, scores = keypoints_from_logits(out.heatmaps)
+            if self.cfg.flip:
+                logits, macs, out = flip_test_logits(self.model, crops.to(self.device), knob)
+            else:
+                out = self.model(crops.to(self.device), knob)
+                logits, macs = out.heatmaps, count_macs(self.model, out)
+        coords, scores = keypoints_from_logits(logits)
         pose_ms = 1000 * (time.perf_counter() - start)
         self.controller.record(knob, len(posed), pose_ms)
         keypoints = heatmaps_to_image(coords.cpu().double(), matrices).numpy()
         scores = scores.cpu().numpy()
         for track, kp, sc, m, record in zip(
-            posed, keypoints, scores, matrices, person_records(self.model, out), strict=True
+            posed, keypoints, scores, matrices, person_records(self.model, out)[: len(posed)], strict=True
         ):
             kp = self.smoother.smooth(track.id, kp, frame.time)
             refined = box_from_keypoints(kp, sc, self.cfg.min_joint_score)
@@ -232,7 +238,7 @@ class PosePipeline:
             if track.id in self._poses:  # a track the budget has not reached yet is shown from its first pose
                 f, person = self._poses[track.id]
                 people.append(person if f == frame.index else carried(person, track.box))
-        gflops = float(count_macs(self.model, out).sum()) / 1e9
+        gflops = float(macs.sum()) / 1e9
         result = FrameResult(frame, people, out.knob, pose_ms, gflops, detections is not None)
         if len(posed) < len(tracks):
             result.posed = len(posed)

@@ -62,6 +62,8 @@ class TrainConfig:
     """EViTPose: each step samples a keep ratio in [min_keep, 1] (1.0 a quarter of the time)."""
     quality_weight: float = 0.03
     quality_from_epoch: int = 2
+    paste_prob: float = 0.0
+    """Probability that a training crop gets another person pasted over it (``AugmentConfig.paste_prob``)."""
     workers: int = 1
     precision: str = "auto"
     """``auto``: bf16 autocast where the device has native bf16 (CUDA, AVX512-BF16/AMX CPUs), else fp32."""
@@ -179,8 +181,9 @@ def train(cfg: TrainConfig) -> Path:
     model = build_model(cfg).to(device)
     first, *rest = cfg.train
     people, holdout = split_people(load_people(*first), cfg.holdout)
+    augment = AugmentConfig(paste_prob=cfg.paste_prob)
     train_sets = [
-        PoseDataset(group, train=True, augment=AugmentConfig(), input_size=model.input_size)
+        PoseDataset(group, train=True, augment=augment, input_size=model.input_size)
         for group in [people] + [load_people(*pair) for pair in rest]
     ]
     data = ConcatDataset(train_sets)

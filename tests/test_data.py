@@ -21,6 +21,8 @@ from poseapp.data import (
     jitter_colour,
     load_people,
     occlude,
+    paste_person,
+    person_mask,
     split_people,
 )
 from poseapp.skeleton import COCO17, FLIP_INDEX, INDEX, NUM_JOINTS
@@ -349,3 +351,54 @@ def test_teacher_confidences_become_joint_weights(tmp_path) -> None:
     sample = PoseDataset([person], train=False)[0]
     assert sample.weight[INDEX["left_eye"]] == pytest.approx(0.4)
     assert sample.weight[INDEX["left_ankle"]] == 0
+
+
+def test_person_mask_covers_the_skeleton_and_nothing_far_from_it():
+    xy = np.array([POSE[n] for n in (COCO17 + ("neck", "head_top"))], dtype=np.float64)
+    vis = np.full(NUM_JOINTS, 2.0)
+    mask = person_mask(xy, vis, (IMAGE_H, IMAGE_W), height=290)
+    assert mask.shape == (IMAGE_H, IMAGE_W) and mask.dtype == np.float32
+    knee, ankle = np.array(POSE["left_knee"]), np.array(POSE["left_ankle"])
+    on_shin = np.rint((knee + ankle) / 2).astype(int)
+    assert mask[on_shin[1], on_shin[0]] > 0.9
+    torso = np.rint(np.mean([POSE[n] for n in ("left_shoulder", "right_hip")], axis=0)).astype(int)
+    assert mask[torso[1], torso[0]] > 0.9
+    assert mask[:, :20].max() == 0 and mask[:, -20:].max() == 0  # 40 px beside the outermost joints
+    assert person_mask(xy, np.zeros(NUM_JOINTS), (IMAGE_H, IMAGE_W), 290).max() == 0
+
+
+def test_paste_person_blends_only_the_donor_body_and_leaves_the_crop():
+    rng = np.random.default_rng(0)
+    crop = np.full((IN_H, IN_W, 3), 30, np.uint8)
+    donor = np.full((IMAGE_H, IMAGE_W, 3), 220, np.uint8)
+    xy = np.array([POSE[n] for n in (COCO17 + ("neck", "head_top"))], dtype=np.float64)
+    vis = np.full(NUM_JOINTS, 2.0)
+    cfg = AugmentConfig(paste_height=(1.0, 1.0), paste_offset=0.0)
+    out = paste_person(crop, donor, np.array(BOX), xy, vis, cfg, rng)
+    assert out.shape == crop.shape and out.dtype == np.uint8 and (crop == 30).all()
+    changed = (out != 30).any(axis=2)
+    assert 0.1 < changed.mean() < 0.6  # a body, not the whole donor box
+    assert out[IN_H // 2 - 10, IN_W // 2].min() > 200  # the torso, at the centre with no offset
+    assert (out[:, :5] == 30).all() and (out[:, -5:] == 30).all()  # the body is narrower than the crop
+    assert paste_person(crop, donor, np.array(BOX), xy, np.zeros(NUM_JOINTS), cfg, rng) is crop
+
+
+def test_pasting_a_second_person_changes_pixels_not_targets(tmp_path):
+    second = annotation(2, image_id=2)
+    people = load_people(write_coco(tmp_path, [annotation(1), second]), tmp_path / "images")
+    plain = PoseDataset(people, train=True, augment=GEOMETRY_ONLY)
+    pasted = PoseDataset(people, train=True, augment=replace(GEOMETRY_ONLY, paste_prob=1.0))
+    differs = 0
+    for seed in range(4):
+        torch.manual_seed(seed)
+        a = plain[0]
+        torch.manual_seed(seed)
+        b = pasted[0]
+        assert torch.equal(a.target, b.target) and torch.equal(a.weight, b.weight)
+        differs += not torch.equal(a.image, b.image)
+    assert differs >= 3
+    alone = PoseDataset(people[:1], train=True, augment=replace(GEOMETRY_ONLY, paste_prob=1.0))
+    torch.manual_seed(0)
+    only = alone[0]
+    torch.manual_seed(0)
+    assert torch.equal(only.image, PoseDataset(people[:1], train=True, augment=GEOMETRY_ONLY)[0].image)

@@ -187,6 +187,11 @@ def test_evaluate_a_tiny_model_end_to_end(tmp_path):
     assert all(len(r["keypoints"]) == 3 * len(COCO17) for r in report.results)
     pose = ModelEstimator(model).predict(cv2.imread(str(tmp_path / "3.png")), np.zeros((0, 4)))
     assert pose.xy.shape == (0, NUM_JOINTS, 2)
+    flipped = evaluate(model, ann_file, tmp_path, knob=0.5, flip=True)
+    assert flipped.gflops == pytest.approx(2 * report.gflops) and "flip test" in flipped.summary()
+    assert flipped.results != report.results
+    with pytest.raises(ValueError, match="flip test"):
+        evaluate(Oracle(), ann_file, tmp_path, flip=True)
 
 
 def test_pck_is_nan_without_a_torso(tmp_path):
@@ -218,3 +223,5 @@ def test_eval_command_uses_the_shipped_default_model(tmp_path, capsys):
         ["eval", "--ann", str(ann_file), "--images", str(tmp_path), "--weights", "w", "--teacher", "yolo"]
     )
     assert "not both" in capsys.readouterr().err
+    assert main(["eval", "--ann", str(ann_file), "--images", str(tmp_path), "--teacher", "yolo", "--flip"])
+    assert "not teachers" in capsys.readouterr().err

@@ -136,6 +136,17 @@ def test_record_reaches_the_people(tmp_path) -> None:
     assert result.gflops > 0
 
 
+def test_flip_test_in_the_pipeline_costs_twice_and_keeps_one_record_per_person() -> None:
+    image = np.random.default_rng(1).integers(0, 255, (H, W, 3), dtype=np.uint8)
+    model = EViTPose(TINY, 19)
+    plain = PosePipeline(PipelineConfig(knob=0.5), FakeDetector(2), model=model)
+    flipped = PosePipeline(PipelineConfig(knob=0.5, flip=True), FakeDetector(2), model=model)
+    one, two = plain.step(Frame(0, image, 0.0)), flipped.step(Frame(0, image, 0.0))
+    assert len(two.people) == 2 and two.gflops == pytest.approx(2 * one.gflops)
+    assert [len(k) for k in two.people[0].record.kept_patches] == [96, 48, 24]
+    assert not np.allclose(one.people[0].keypoints, two.people[0].keypoints)
+
+
 @pytest.mark.parametrize(("width", "height", "people"), [(3840, 2160, 3), (241, 427, 2), (640, 360, 20)])
 def test_4k_portrait_odd_and_crowded_clips(tmp_path, width: int, height: int, people: int) -> None:
     clip, out = tmp_path / "in.mp4", tmp_path / "out.mp4"

@@ -134,6 +134,15 @@ def test_train_refuses_a_bad_input_size(size: str, message: str, capsys) -> None
     assert exc.value.code != 0 and message in capsys.readouterr().err
 
 
+def test_training_with_pasted_people_runs_and_refuses_a_bad_probability(tmp_path, capsys) -> None:
+    ann, images = write_dataset(tmp_path)
+    cfg = TrainConfig(model="evitpose_t", stem="patch", train=[(ann, images)], holdout=2, paste_prob=1.0,
+                      out=str(tmp_path / "run"), epochs=1, batch=2, workers=0)  # fmt: skip
+    assert load_model(train(cfg)).info["epoch"] == 1
+    assert main(["train", "--train", ann, images, "--paste-prob", "1.5", "--stem", "patch"]) != 0
+    assert "--paste-prob" in capsys.readouterr().err
+
+
 def test_train_init_keeps_the_checkpoints_crop_size(tmp_path, capsys) -> None:
     path = tmp_path / "m.safetensors"
     save_model(create_model("evitpose_t"), path)

@@ -6,7 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from poseapp.inference import crop_batch
+from poseapp.flops import count_macs
+from poseapp.inference import crop_batch, flip_test_logits
+from poseapp.models import EViTPose
+from poseapp.models.vit import ViTSize
+from poseapp.skeleton import FLIP_INDEX, NUM_JOINTS
 from poseapp.transforms import (
     HEATMAP_SIZE,
     INPUT_SIZE,
@@ -205,6 +209,18 @@ def test_flip_heatmaps_is_an_involution_and_mirrors_points():
         coords, _ = decode_heatmaps(flipped[:1])
         expected = np.stack([IN_W - 1 - xy[flip_index, 0], xy[flip_index, 1]], axis=1)
         np.testing.assert_allclose(np.asarray(coords[0]), expected, atol=0.05)
+
+
+def test_flip_test_is_mirror_equivariant_and_costs_two_passes() -> None:
+    model = EViTPose(ViTSize(48, 2, 3), NUM_JOINTS, prune_layers=(1,)).eval()
+    crops = torch.rand(3, 3, IN_H, IN_W)
+    with torch.no_grad():
+        logits, macs, out = flip_test_logits(model, crops, 0.5)
+        mirrored, _, _ = flip_test_logits(model, crops.flip(-1), 0.5)
+        single = count_macs(model, model(crops, 0.5))
+    assert logits.shape == (3, NUM_JOINTS, *HEATMAP_SIZE[::-1]) and out.heatmaps.shape[0] == 6
+    torch.testing.assert_close(mirrored, flip_heatmaps(logits, FLIP_INDEX), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(macs, 2 * single)
 
 
 def test_decoding_inside_bf16_autocast_matches_float32() -> None:

@@ -8,6 +8,8 @@ from poseapp.data.augment import (
     flip_joints,
     jitter_colour,
     occlude,
+    paste_person,
+    person_mask,
     sample_rng,
     sample_window,
 )
@@ -27,6 +29,8 @@ __all__ = [
     "jitter_colour",
     "load_people",
     "occlude",
+    "paste_person",
+    "person_mask",
     "sample_rng",
     "sample_window",
     "split_people",

@@ -11,10 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import cv2
 import numpy as np
 import torch
 
-from poseapp.skeleton import FLIP_INDEX, INDEX, NUM_JOINTS
+from poseapp.skeleton import FLIP_INDEX, INDEX, LIMB_INDEX, NUM_JOINTS
 from poseapp.transforms import box_to_center_scale
 
 _LOWER_NAMES = ("left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle")
@@ -23,6 +24,9 @@ LOWER_BODY: np.ndarray = np.isin(np.arange(NUM_JOINTS), [INDEX[n] for n in _LOWE
 UPPER_BODY: np.ndarray = ~LOWER_BODY
 """Mask of the upper-body joints: face, head, neck, shoulders and arms."""
 
+_HEAD = np.array([INDEX[n] for n in ("nose", "left_eye", "right_eye", "left_ear", "right_ear", "head_top")])
+_TORSO = np.array([INDEX[n] for n in ("left_shoulder", "right_shoulder", "right_hip", "left_hip")])
+_LIMB_WIDTH = 0.07  # a pasted person's limbs are drawn this fraction of their box height wide
 _GREY = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # RGB luma weights
 
 
@@ -44,6 +48,12 @@ class AugmentConfig:
     occlusion_count: tuple[int, int] = (1, 3)
     occlusion_size: tuple[float, float] = (0.05, 0.25)
     """Each rectangle side as a fraction of the crop's side."""
+    paste_prob: float = 0.0
+    """Probability of pasting another training person over the crop as a distractor (``paste_person``)."""
+    paste_height: tuple[float, float] = (0.6, 1.1)
+    """The pasted person's box height as a fraction of the crop's height."""
+    paste_offset: float = 0.5
+    """The pasted person's centre is shifted from the crop's by up to this fraction of each side."""
 
 
 class Window(NamedTuple):
@@ -155,3 +165,57 @@ def occlude(img: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np
         fill_shape = patch.shape if rng.random() < 0.5 else patch.shape[2:]
         patch[...] = rng.integers(0, 256, size=fill_shape, dtype=np.uint8)
     return out
+
+
+def person_mask(xy: np.ndarray, visibility: np.ndarray, shape: tuple[int, int], height: float) -> np.ndarray:
+    """A soft (H, W) float32 mask in [0, 1] of a person's body from their joints alone.
+
+    Limbs between labelled joints are thick lines, the torso (both shoulders and hips labelled) is filled and
+    the head is a disc around the labelled face and head-top points; sizes scale with the person's box
+    ``height`` in pixels, and the edges are blurred. No segmentation is needed, so any keypoint set serves.
+    """
+    mask = np.zeros(shape, dtype=np.uint8)
+    labelled = np.asarray(visibility) > 0
+    points = np.rint(np.nan_to_num(np.asarray(xy, dtype=np.float64))).astype(np.int32)
+    width = max(1, round(_LIMB_WIDTH * height))
+    for a, b in LIMB_INDEX:
+        if labelled[a] and labelled[b]:
+            cv2.line(mask, tuple(map(int, points[a])), tuple(map(int, points[b])), 1, width, cv2.LINE_AA)
+    if labelled[_TORSO].all():
+        cv2.fillConvexPoly(mask, points[_TORSO], 1, cv2.LINE_AA)
+    head = _HEAD[labelled[_HEAD]]
+    if len(head):
+        centre = tuple(map(int, np.rint(np.asarray(xy)[head].mean(axis=0))))
+        cv2.circle(mask, centre, max(1, round(1.4 * width)), 1, -1, cv2.LINE_AA)
+    return cv2.GaussianBlur(mask.astype(np.float32), (0, 0), max(0.5, width / 4))
+
+
+def paste_person(
+    crop: np.ndarray,
+    donor: np.ndarray,
+    box_xywh: np.ndarray,
+    xy: np.ndarray,
+    visibility: np.ndarray,
+    cfg: AugmentConfig,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Paste the person of ``donor`` (an RGB image; their box and joints in its pixels) over ``crop``.
+
+    A neighbour in a crowd is what top-down crops of real scenes hold, and a rectangle does not teach the
+    model to tell a second person's limbs from its own. The donor is scaled to a random height
+    (``cfg.paste_height`` of the crop) and shifted by up to ``cfg.paste_offset``; only the pixels of its body
+    (``person_mask``) are blended in. The crop's targets stay as they are. Returns a new array; a donor with
+    fewer than 4 labelled joints or an empty box leaves ``crop`` as it is.
+    """
+    height, width = crop.shape[:2]
+    box_h = float(box_xywh[3])
+    if np.count_nonzero(np.asarray(visibility) > 0) < 4 or box_h <= 1 or float(box_xywh[2]) <= 1:
+        return crop
+    scale = rng.uniform(*cfg.paste_height) * height / box_h
+    source = np.asarray(box_xywh[:2], dtype=np.float64) + np.asarray(box_xywh[2:], dtype=np.float64) / 2
+    target = np.array([width, height]) * (0.5 + rng.uniform(-cfg.paste_offset, cfg.paste_offset, size=2))
+    shift = target - scale * source
+    matrix = np.array([[scale, 0.0, shift[0]], [0.0, scale, shift[1]]])
+    warped = cv2.warpAffine(donor, matrix, (width, height), flags=cv2.INTER_LINEAR, borderValue=0)
+    alpha = person_mask(np.asarray(xy) * scale + shift, visibility, (height, width), scale * box_h)[..., None]
+    return np.rint(crop * (1 - alpha) + warped * alpha).astype(np.uint8)

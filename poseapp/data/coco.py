@@ -13,7 +13,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from poseapp.data.augment import AugmentConfig, flip_joints, jitter_colour, occlude, sample_rng, sample_window
+from poseapp.data.augment import (
+    AugmentConfig,
+    flip_joints,
+    jitter_colour,
+    occlude,
+    paste_person,
+    sample_rng,
+    sample_window,
+)
 from poseapp.skeleton import FLIP_INDEX, NUM_JOINTS, joint_mapping, to_unified
 from poseapp.transforms import (
     INPUT_SIZE,
@@ -199,6 +207,13 @@ class PoseDataset(Dataset[Sample]):
         confidence = np.ones(NUM_JOINTS) if own is None else own
         return confidence if self.confidence is None else confidence * self.confidence[index]
 
+    def _paste_other(self, crop: np.ndarray, index: int, rng: np.random.Generator) -> np.ndarray:
+        """``paste_person`` with a random other person of this dataset as the donor."""
+        other = int(rng.integers(len(self.people) - 1))
+        donor = self.people[other + (other >= index)]
+        image = cv2.cvtColor(read_bgr(donor.image_path), cv2.COLOR_BGR2RGB)
+        return paste_person(crop, image, donor.box_xywh, donor.xy, donor.visibility, self.augment, rng)
+
     def __getitem__(self, index: int) -> Sample:
         person = self.people[index]
         image = cv2.cvtColor(read_bgr(person.image_path), cv2.COLOR_BGR2RGB)
@@ -220,6 +235,9 @@ class PoseDataset(Dataset[Sample]):
             matrix = matrix @ _mirror(width)
         crop = crop_image(image, matrix, self.input_size)
         if self.train:
+            paste = self.augment.paste_prob
+            if paste > 0 and len(self.people) > 1 and rng.random() < paste:
+                crop = self._paste_other(crop, index, rng)
             crop = occlude(jitter_colour(crop, self.augment, rng), self.augment, rng)
 
         target, inside = encode_heatmaps(
