@@ -79,6 +79,7 @@ def bench_pipelines(args: argparse.Namespace) -> None:
             for budget in args.budget_ms or [None]:
                 args.budget_ms = budget
                 name = f"{Path(args.weights).stem}, " + (f"budget {budget} ms" if budget else "default knob")
+                name += ", flip test" if args.flip else ""
                 result = bench.bench_pipeline(name, args.pipeline, pipeline_from_args(args), args.width,
                                               Path(tmp) / "out.mp4")  # fmt: skip
                 print(result.row(), flush=True)
@@ -371,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--detector", default=str(DEFAULT_DETECTOR))
     bench.add_argument("--detect-every", type=int, default=5)
+    bench.add_argument("--flip", action="store_true", help="--pipeline: with the flip test")
     bench.set_defaults(func=cmd_bench, keep_ratio=None, eta=None, no_smooth=False)
 
     tr = sub.add_parser("train", help="train a pose model (resumes from <out>/last.pt)")
