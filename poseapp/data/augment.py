@@ -198,14 +198,16 @@ def paste_person(
     visibility: np.ndarray,
     cfg: AugmentConfig,
     rng: np.random.Generator,
+    front: tuple[np.ndarray, np.ndarray, float] | None = None,
 ) -> np.ndarray:
-    """Paste the person of ``donor`` (an RGB image; their box and joints in its pixels) over ``crop``.
+    """Paste the person of ``donor`` (an RGB image; their box and joints in its pixels) into ``crop``.
 
     A neighbour in a crowd is what top-down crops of real scenes hold, and a rectangle does not teach the
     model to tell a second person's limbs from its own. The donor is scaled to a random height
     (``cfg.paste_height`` of the crop) and shifted by up to ``cfg.paste_offset``; only the pixels of its body
-    (``person_mask``) are blended in. The crop's targets stay as they are. Returns a new array; a donor with
-    fewer than 4 labelled joints or an empty box leaves ``crop`` as it is.
+    (``person_mask``) are blended in. ``front`` (the crop person's joints, visibility and box height in crop
+    pixels) puts the donor behind that person: their body's pixels stay. The crop's targets stay as they are.
+    Returns a new array; a donor with fewer than 4 labelled joints or an empty box leaves ``crop`` as it is.
     """
     height, width = crop.shape[:2]
     box_h = float(box_xywh[3])
@@ -217,5 +219,9 @@ def paste_person(
     shift = target - scale * source
     matrix = np.array([[scale, 0.0, shift[0]], [0.0, scale, shift[1]]])
     warped = cv2.warpAffine(donor, matrix, (width, height), flags=cv2.INTER_LINEAR, borderValue=0)
-    alpha = person_mask(np.asarray(xy) * scale + shift, visibility, (height, width), scale * box_h)[..., None]
+    alpha = person_mask(np.asarray(xy) * scale + shift, visibility, (height, width), scale * box_h)
+    if front is not None:
+        front_xy, front_visibility, front_height = front
+        alpha = alpha * (1 - person_mask(front_xy, front_visibility, (height, width), front_height))
+    alpha = alpha[..., None]
     return np.rint(crop * (1 - alpha) + warped * alpha).astype(np.uint8)

@@ -207,12 +207,18 @@ class PoseDataset(Dataset[Sample]):
         confidence = np.ones(NUM_JOINTS) if own is None else own
         return confidence if self.confidence is None else confidence * self.confidence[index]
 
-    def _paste_other(self, crop: np.ndarray, index: int, rng: np.random.Generator) -> np.ndarray:
-        """``paste_person`` with a random other person of this dataset as the donor."""
+    def _paste_other(
+        self,
+        crop: np.ndarray,
+        index: int,
+        front: tuple[np.ndarray, np.ndarray, float],
+        rng: np.random.Generator,
+    ) -> np.ndarray:
+        """``paste_person`` with a random other person of this dataset as the donor, behind ``front``."""
         other = int(rng.integers(len(self.people) - 1))
         donor = self.people[other + (other >= index)]
         image = cv2.cvtColor(read_bgr(donor.image_path), cv2.COLOR_BGR2RGB)
-        return paste_person(crop, image, donor.box_xywh, donor.xy, donor.visibility, self.augment, rng)
+        return paste_person(crop, image, donor.box_xywh, donor.xy, donor.visibility, self.augment, rng, front)
 
     def __getitem__(self, index: int) -> Sample:
         person = self.people[index]
@@ -237,7 +243,8 @@ class PoseDataset(Dataset[Sample]):
         if self.train:
             paste = self.augment.paste_prob
             if paste > 0 and len(self.people) > 1 and rng.random() < paste:
-                crop = self._paste_other(crop, index, rng)
+                box_height = person.box_xywh[3] * np.sqrt(abs(np.linalg.det(matrix[:, :2])))
+                crop = self._paste_other(crop, index, (joints, visibility, box_height), rng)
             crop = occlude(jitter_colour(crop, self.augment, rng), self.augment, rng)
 
         target, inside = encode_heatmaps(
