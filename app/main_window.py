@@ -198,8 +198,12 @@ class MainWindow(QMainWindow):
         if weights:
             self.model_box.setCurrentIndex(self.model_box.findData(str(Path(weights[0]).resolve())))
         self.model_box.currentIndexChanged.connect(lambda _: self.load_model(self.model_box.currentData()))
+        self.flip_box = QCheckBox("Flip test (more accurate, 2x pose cost)")
+        self.flip_box.toggled.connect(self.worker.set_flip)
         group = QGroupBox("Model")
-        QVBoxLayout(group).addWidget(self.model_box)
+        column = QVBoxLayout(group)
+        column.addWidget(self.model_box)
+        column.addWidget(self.flip_box)
         return group
 
     def _knob_group(self, budget_ms: float | None) -> QGroupBox:

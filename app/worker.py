@@ -114,6 +114,7 @@ class Worker(QThread):
         self._weights: str | None = None
         self._budget_ms: float | None = None
         self._knob: float | None = None
+        self._flip = False
         self._info: SourceInfo | None = None
         self._spec = ""
         self._writer: VideoWriter | None = None
@@ -138,6 +139,10 @@ class Worker(QThread):
 
     def set_knob(self, value: float) -> None:
         self._post(lambda: self._set_knob(value))
+
+    def set_flip(self, on: bool) -> None:
+        """Flip test on or off (twice the pose cost); kept across model switches."""
+        self._post(lambda: self._set_flip(on))
 
     def start_recording(self, path: str) -> None:
         self._post(lambda: self._start_recording(path))
@@ -278,6 +283,7 @@ class Worker(QThread):
     def _build(self, weights: str, knob: float | None) -> None:
         """A new pipeline under the current budget, or pinned at ``knob`` (None: the model's default)."""
         pipeline = self._factory(weights)
+        pipeline.set_flip(self._flip)
         if self._budget_ms is not None:
             pipeline.set_budget(self._budget_ms)
         elif knob is not None:
@@ -307,6 +313,11 @@ class Worker(QThread):
         self._budget_ms, self._knob = None, value
         if self.pipeline is not None:
             self.pipeline.set_knob(value)
+
+    def _set_flip(self, on: bool) -> None:
+        self._flip = on
+        if self.pipeline is not None:
+            self.pipeline.set_flip(on)
 
     def _start_recording(self, path: str) -> None:
         self._stop_recording()

@@ -184,6 +184,14 @@ class PosePipeline:
         else:
             self.controller.budget_ms = budget_ms
 
+    def set_flip(self, on: bool) -> None:
+        """Switch the flip test on or off from the next frame; a latency budget re-calibrates for it."""
+        if on == self.cfg.flip:
+            return
+        self.cfg.flip = on
+        if not self.controller.is_fixed:
+            self.controller = self._controller(None)
+
     def set_knob(self, value: float) -> None:
         """Pin the knob (keep ratio / eta) from the next frame on."""
         self.cfg.knob, self.cfg.budget_ms = value, None

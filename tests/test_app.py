@@ -169,6 +169,22 @@ def test_budget_slider_drives_the_knob_and_manual_slider_pins_it(qtbot, open_win
     assert window.last_result.knob == pytest.approx(value)
 
 
+def test_flip_toggle_doubles_the_pose_cost_and_survives_a_model_switch(qtbot, open_window, tmp_path) -> None:
+    window = open_window()
+    qtbot.waitUntil(lambda: bool(window.last_result and window.last_result.people), timeout=WAIT_MS)
+    wait_idle(qtbot, window, window.pause_button.click)
+    wait_idle(qtbot, window, window.step_button.click)
+    plain = window.last_result
+    window.flip_box.setChecked(True)
+    wait_idle(qtbot, window, window.step_button.click)
+    flipped = window.last_result
+    assert len(flipped.people) == len(plain.people) and flipped.gflops == pytest.approx(2 * plain.gflops)
+    with qtbot.waitSignal(window.worker.model_loaded, timeout=WAIT_MS):
+        emg = str((tmp_path / "emg.safetensors").resolve())
+        window.model_box.setCurrentIndex(window.model_box.findData(emg))
+    assert window.worker.pipeline.cfg.flip
+
+
 def test_missing_webcam_is_shown_and_another_source_still_plays(qtbot, open_window, clip) -> None:
     window = open_window(source="99")
     qtbot.waitUntil(lambda: not window.message.isHidden(), timeout=WAIT_MS)

@@ -147,6 +147,21 @@ def test_flip_test_in_the_pipeline_costs_twice_and_keeps_one_record_per_person()
     assert not np.allclose(one.people[0].keypoints, two.people[0].keypoints)
 
 
+def test_switching_the_flip_test_on_recalibrates_a_budget_and_keeps_a_pinned_knob() -> None:
+    model = EViTPose(ViTSize(48, 2, 3), 19, prune_layers=(1,))
+    budget = PosePipeline(PipelineConfig(budget_ms=20, latency_cache=None), FakeDetector(2), model=model)
+    before = budget.controller
+    budget.set_flip(True)
+    assert budget.cfg.flip and budget.controller is not before and not budget.controller.is_fixed
+    again = budget.controller
+    budget.set_flip(True)
+    assert budget.controller is again
+    pinned = PosePipeline(PipelineConfig(knob=0.7), FakeDetector(2), model=model)
+    fixed = pinned.controller
+    pinned.set_flip(True)
+    assert pinned.controller is fixed and pinned.cfg.flip
+
+
 @pytest.mark.parametrize(("width", "height", "people"), [(3840, 2160, 3), (241, 427, 2), (640, 360, 20)])
 def test_4k_portrait_odd_and_crowded_clips(tmp_path, width: int, height: int, people: int) -> None:
     clip, out = tmp_path / "in.mp4", tmp_path / "out.mp4"
