@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 
 from .data import Person, PoseDataset, load_people, read_bgr
 from .flops import count_macs
-from .inference import crop_batch, flip_test_logits, keypoints_from_logits
+from .inference import crop_batch, keypoints_from_logits, macs_per_crop, pose_logits
 from .precision import autocast, resolve_precision
 from .skeleton import INDEX, JOINTS, NUM_JOINTS, SIGMAS, joint_mapping
 from .track import iou_matrix
@@ -81,7 +81,7 @@ Detector = Callable[[np.ndarray], Sequence[Any]]
 class ModelEstimator:
     """A PoseApp model as a ``PoseEstimator``: eval crops of the boxes, one batch per image.
 
-    ``flip=True`` runs the flip test (``flip_test_logits``): twice the GFLOPs, counted as such."""
+    ``flip=True`` runs the flip test (``pose_logits``): twice the GFLOPs, counted as such."""
 
     joints = JOINTS
 
@@ -108,13 +108,10 @@ class ModelEstimator:
         crops, matrices = crop_batch(image_bgr, boxes_xywh, self.model.input_size)
         crops = crops.to(self.device)
         with autocast(self.precision, self.device):
-            if self.flip:
-                logits, macs, _ = flip_test_logits(self.model, crops, knob)
-            else:
-                out = self.model(crops, knob)
-                logits, macs = out.heatmaps, count_macs(self.model, out)
+            logits, out = pose_logits(self.model, crops, knob, self.flip)
         coords, scores = keypoints_from_logits(logits)
         xy = heatmaps_to_image(coords.cpu().double(), matrices).numpy()
+        macs = macs_per_crop(self.model, out, len(crops))
         return Predictions(xy, scores.cpu().double().numpy(), macs.cpu().numpy() / 1e9)
 
 

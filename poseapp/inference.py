@@ -39,21 +39,28 @@ def keypoints_from_logits(
     return coords, (peak * 2 * math.pi * sigma**2).clamp(0.0, 1.0)
 
 
-def flip_test_logits(
-    model: nn.Module, crops: torch.Tensor, knob: float | None = None
-) -> tuple[torch.Tensor, torch.Tensor, PoseOutput]:
-    """Flip test: heatmap logits (B, J, H, W) averaged over each crop and its mirror image, the
-    multiply-adds per crop of both passes (B,), and the run record of the 2B crops (originals first).
+def pose_logits(
+    model: nn.Module, crops: torch.Tensor, knob: float | None = None, flip: bool = False
+) -> tuple[torch.Tensor, PoseOutput]:
+    """Heatmap logits (B, J, H, W) of ``crops`` and the run record of the model call.
 
-    The mirrored crops run in the same batch as the originals; their maps are mirrored back with the
-    left/right channels swapped before the average. A model that keeps or merges tokens decides for each
-    pass on its own. Costs twice the compute for a steadier, better-centred peak.
+    ``flip``: the flip test. The mirrored crops run in the same batch as the originals, so the record covers
+    2B crops (originals first); their maps are mirrored back with the left/right channels swapped and
+    averaged with the originals'. A model that keeps or merges tokens decides for each pass on its own. It
+    costs twice the compute for a steadier, better-centred peak (``macs_per_crop`` counts both passes).
     """
+    if not flip:
+        out = model(crops, knob)
+        return out.heatmaps, out
     n = crops.shape[0]
     out = model(torch.cat([crops, crops.flip(-1)]), knob)
     maps = out.heatmaps.float()
-    macs = count_macs(model, out)
-    return (maps[:n] + flip_heatmaps(maps[n:], FLIP_INDEX)) / 2, macs[:n] + macs[n:], out
+    return (maps[:n] + flip_heatmaps(maps[n:], FLIP_INDEX)) / 2, out
+
+
+def macs_per_crop(model: nn.Module, out: PoseOutput, crops: int) -> torch.Tensor:
+    """Multiply-adds of each of ``crops`` crops (crops,), summed over the passes of one ``pose_logits``."""
+    return count_macs(model, out).reshape(-1, crops).sum(dim=0)
 
 
 def crop_batch(

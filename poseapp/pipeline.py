@@ -17,7 +17,7 @@ from torch import nn
 
 from .budget import BudgetController, LatencyModel
 from .flops import count_macs
-from .inference import crop_batch, flip_test_logits, keypoints_from_logits
+from .inference import crop_batch, keypoints_from_logits, pose_logits
 from .latency_cache import cached_latency, default_cache_dir, latency_key
 from .models import PoseOutput, load_model, prepare_for_inference
 from .precision import autocast, resolve_precision
@@ -48,7 +48,7 @@ class PipelineConfig:
     max_people: int = 32
     min_joint_score: float = 0.3
     flip: bool = False
-    """Flip test (``inference.flip_test_logits``): each crop also runs mirrored, at twice the cost."""
+    """Flip test (``inference.pose_logits``): each crop also runs mirrored, at twice the cost."""
     latency_cache: Path | None = field(default_factory=default_cache_dir)
     """Folder of start-up latency calibrations (``latency_cache.py``); None = calibrate every time."""
 
@@ -159,15 +159,15 @@ class PosePipeline:
     def measure_ms(self, knob: float, n: int, runs: int = 2) -> float:
         """Median milliseconds of one pose call on ``n`` crops at ``knob`` (for calibration)."""
         w, h = self.model.input_size
-        x = torch.rand(n * (2 if self.cfg.flip else 1), 3, h, w, device=self.device).contiguous(
+        x = torch.rand(n, 3, h, w, device=self.device).contiguous(
             memory_format=torch.channels_last
         )  # as crops
         with autocast(self.precision, self.device):
-            self.model(x, knob)  # each knob value and batch size is a new shape: its first call is slower
+            pose_logits(self.model, x, knob, self.cfg.flip)  # each knob and batch size is a new shape: slower
             times = []
             for _ in range(runs):
                 start = time.perf_counter()
-                self.model(x, knob)
+                pose_logits(self.model, x, knob, self.cfg.flip)
                 times.append(1000 * (time.perf_counter() - start))
         return float(np.median(times))
 
@@ -223,11 +223,7 @@ class PosePipeline:
         knob = self.controller.choose(len(posed))
         start = time.perf_counter()
         with autocast(self.precision, self.device):
-            if self.cfg.flip:
-                logits, macs, out = flip_test_logits(self.model, crops.to(self.device), knob)
-            else:
-                out = self.model(crops.to(self.device), knob)
-                logits, macs = out.heatmaps, count_macs(self.model, out)
+            logits, out = pose_logits(self.model, crops.to(self.device), knob, self.cfg.flip)
         coords, scores = keypoints_from_logits(logits)
         pose_ms = 1000 * (time.perf_counter() - start)
         self.controller.record(knob, len(posed), pose_ms)
@@ -246,7 +242,7 @@ class PosePipeline:
             if track.id in self._poses:  # a track the budget has not reached yet is shown from its first pose
                 f, person = self._poses[track.id]
                 people.append(person if f == frame.index else carried(person, track.box))
-        gflops = float(macs.sum()) / 1e9
+        gflops = float(count_macs(self.model, out).sum()) / 1e9  # both passes under the flip test
         result = FrameResult(frame, people, out.knob, pose_ms, gflops, detections is not None)
         if len(posed) < len(tracks):
             result.posed = len(posed)

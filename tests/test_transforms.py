@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from poseapp.flops import count_macs
-from poseapp.inference import crop_batch, flip_test_logits
+from poseapp.inference import crop_batch, macs_per_crop, pose_logits
 from poseapp.models import EViTPose
 from poseapp.models.vit import ViTSize
 from poseapp.skeleton import FLIP_INDEX, NUM_JOINTS
@@ -215,8 +215,9 @@ def test_flip_test_is_mirror_equivariant_and_costs_two_passes() -> None:
     model = EViTPose(ViTSize(48, 2, 3), NUM_JOINTS, prune_layers=(1,)).eval()
     crops = torch.rand(3, 3, IN_H, IN_W)
     with torch.no_grad():
-        logits, macs, out = flip_test_logits(model, crops, 0.5)
-        mirrored, _, _ = flip_test_logits(model, crops.flip(-1), 0.5)
+        logits, out = pose_logits(model, crops, 0.5, flip=True)
+        macs = macs_per_crop(model, out, len(crops))
+        mirrored, _ = pose_logits(model, crops.flip(-1), 0.5, flip=True)
         single = count_macs(model, model(crops, 0.5))
     assert logits.shape == (3, NUM_JOINTS, *HEATMAP_SIZE[::-1]) and out.heatmaps.shape[0] == 6
     torch.testing.assert_close(mirrored, flip_heatmaps(logits, FLIP_INDEX), atol=1e-5, rtol=1e-4)
