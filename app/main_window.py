@@ -41,7 +41,7 @@ from PyQt6.QtWidgets import (
 
 from poseapp.cli import resolve_device
 from poseapp.models.knob import FIXED
-from poseapp.models.zoo import WeightsError, read_metadata
+from poseapp.models.zoo import WeightsError, describe_weights
 from poseapp.pipeline import REPO
 from poseapp.render import Overlays, draw_result
 from poseapp.results import FrameResult
@@ -70,14 +70,14 @@ VIDEO_FILTER = "Videos (*.mp4 *.mov *.avi *.mkv *.webm *.m4v);;All files (*)"
 
 
 def checkpoints(weights_dir: Path, extra: Sequence[str]) -> list[tuple[str, str]]:
-    """(label, absolute path) of every checkpoint in ``weights_dir`` and of ``extra``, labelled with the
-    arch stored in it."""
-    found = sorted(weights_dir.glob("*.safetensors"))
+    """(label, absolute path) of every checkpoint (or ONNX export) in ``weights_dir`` and of ``extra``,
+    labelled with the arch stored in it."""
+    found = sorted([*weights_dir.glob("*.safetensors"), *weights_dir.glob("*.onnx")])
     paths = dict.fromkeys(p.resolve() for p in [*found, *map(Path, extra)])
     entries = []
     for path in paths:
         try:
-            arch = read_metadata(path)["arch"]
+            arch = describe_weights(path)
         except WeightsError:
             arch = "not a checkpoint" if path.exists() else "missing"
         entries.append((f"{path.name} ({arch})", str(path)))

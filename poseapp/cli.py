@@ -10,10 +10,10 @@ from pathlib import Path
 
 import torch
 
-from .models import MODEL_NAMES, WeightsError, create_model, load_model, prepare_for_inference
+from .models import MODEL_NAMES, OnnxPoseModel, WeightsError, create_model, load_model, prepare_for_inference
 from .models.vit import DEFAULT_IMG_HW
 from .models.zoo import read_metadata
-from .precision import PRECISIONS, resolve_precision
+from .precision import PRECISIONS, model_precision
 
 PRECISION_HELP = "auto: bf16 autocast where the device computes bf16 natively, else fp32"
 
@@ -39,6 +39,18 @@ def model_from_args(name: str, weights: str | None, stem: str = "patch") -> torc
     return prepare_for_inference(create_model(name, **({"stem": stem} if stem != "patch" else {})))
 
 
+def check_knob(model: torch.nn.Module, value: float | None) -> None:
+    """Refuse a knob value outside ``model``'s range (an ONNX export has the one value it was exported at)."""
+    knob = model.knob
+    if value is None or knob.low - 1e-9 <= value <= knob.high + 1e-9:
+        return
+    if isinstance(model, OnnxPoseModel):
+        raise UsageError(f"{model.path} was exported at {knob.name} {knob.default:g}, not {value:g}")
+    if knob.low == knob.high:
+        raise UsageError(f"{model.arch} has no knob to set")
+    raise UsageError(f"{model.arch}'s {knob.name} runs from {knob.low:g} to {knob.high:g}, not {value:g}")
+
+
 def cmd_bench(args: argparse.Namespace) -> None:
     from . import bench
 
@@ -51,13 +63,16 @@ def cmd_bench(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     model = model_from_args(args.model, args.weights, args.stem)
     knobs = args.knob or [model.knob.default]
+    for knob in knobs:
+        check_knob(model, knob)
     batches = tuple(args.batch)
     if args.runs < 1 or min(batches) < 1:
         raise UsageError("--runs and --batch must be positive")
     device = resolve_device(args.device)
-    precision = resolve_precision(args.precision, torch.device(device))
+    precision = model_precision(model, args.precision, torch.device(device))
     rows = bench.bench_model(model, knobs, batches, args.runs, args.warmup, device, precision=precision)
-    title = f"{args.model} on {device}, {precision} ({torch.get_num_threads()} threads)"
+    runtime = ", onnxruntime" if isinstance(model, OnnxPoseModel) else ""
+    title = f"{model.arch} on {device}{runtime}, {precision} ({torch.get_num_threads()} threads)"
     print(bench.format_table(title, model.knob.name, rows))
 
 
@@ -172,13 +187,15 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if args.flip and args.teacher:
         raise UsageError("--flip is for PoseApp models, not teachers")
     device = resolve_device(args.device)
-    precision = "fp32" if args.teacher else resolve_precision(args.precision, torch.device(device))
     if args.teacher:
         estimator = teacher_from_args(args.teacher, args.teacher_path, device)
-        name, knobs = estimator.name, [None]
+        name, knobs, precision = estimator.name, [None], "fp32"
     else:
         estimator = prepare_for_inference(load_model(args.weights or DEFAULT_WEIGHTS))
         name, knobs = estimator.arch, args.knob or [estimator.knob.default]
+        for knob in knobs:
+            check_knob(estimator, knob)
+        precision = model_precision(estimator, args.precision, torch.device(device))
     detector = None
     if args.boxes == "detect" and (args.detector or not hasattr(estimator, "detect_people")):
         try:
@@ -237,6 +254,22 @@ def cmd_label(args: argparse.Namespace) -> None:
           f"(images in {summary.image_dir}){swaps}")  # fmt: skip
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from .onnx_export import ExportError, export_onnx
+
+    if Path(args.out).suffix.lower() != ".onnx":
+        raise UsageError(f"--out {args.out}: the file to write must end in .onnx")
+    if Path(args.weights).suffix.lower() == ".onnx":
+        raise UsageError(f"--weights {args.weights} is an ONNX export already; give its checkpoint")
+    model = load_model(args.weights)
+    check_knob(model, args.knob)
+    try:
+        report = export_onnx(model, args.out, args.knob, source=args.weights, opset=args.opset)
+    except (ExportError, OSError) as exc:
+        raise UsageError(str(exc)) from exc
+    print(report.summary())
+
+
 def pipeline_from_args(args: argparse.Namespace):
     """The detector + tracker + pose pipeline the run options describe."""
     from .detect import PersonDetector
@@ -255,6 +288,7 @@ def pipeline_from_args(args: argparse.Namespace):
         raise UsageError(
             f"{model.arch} has no {'--keep-ratio' if args.keep_ratio is not None else '--eta'} knob"
         )
+    check_knob(model, knob)
     try:
         detector = PersonDetector(args.detector, device=device, precision=args.precision)
     except (FileNotFoundError, ValueError) as exc:
@@ -340,6 +374,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from .detect import DEFAULT_DETECTOR
+    from .onnx_export import OPSET
     from .pipeline import DEFAULT_WEIGHTS
 
     parser = argparse.ArgumentParser(prog="main.py", description="PoseApp: real-time multi-person pose.")
@@ -466,6 +501,13 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--min-confidence", type=float, default=0.3, help="joints below are written v=0")
     lb.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     lb.set_defaults(func=cmd_label)
+
+    ex = sub.add_parser("export", help="write a checkpoint as an ONNX graph at one knob value (onnxruntime)")
+    ex.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="PoseApp checkpoint (.safetensors)")
+    ex.add_argument("--out", required=True, help="the .onnx file to write")
+    ex.add_argument("--knob", type=float, help="keep ratio (EViTPose) or eta (EMGPose: 0 or 1); default: own")
+    ex.add_argument("--opset", type=int, default=OPSET, help="ONNX opset version")
+    ex.set_defaults(func=cmd_export)
     return parser
 
 

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 from .data import Person, PoseDataset, load_people, read_bgr
 from .flops import count_macs
 from .inference import crop_batch, keypoints_from_logits, macs_per_crop, pose_logits
-from .precision import autocast, resolve_precision
+from .precision import autocast, model_precision
 from .skeleton import INDEX, JOINTS, NUM_JOINTS, SIGMAS, joint_mapping
 from .track import iou_matrix
 from .transforms import heatmaps_to_image, xywh_to_xyxy, xyxy_to_xywh
@@ -96,7 +96,7 @@ class ModelEstimator:
             raise ValueError(f"model predicts {model.num_joints} joints, the skeleton has {NUM_JOINTS}")
         self.model = model.to(device).eval()
         self.device = torch.device(device)
-        self.precision = resolve_precision(precision, self.device)
+        self.precision = model_precision(model, precision, self.device)
         self.flip = flip
 
     @torch.no_grad()

@@ -20,7 +20,7 @@ from .flops import count_macs
 from .inference import crop_batch, keypoints_from_logits, pose_logits
 from .latency_cache import cached_latency, default_cache_dir, latency_key
 from .models import PoseOutput, load_model, prepare_for_inference
-from .precision import autocast, resolve_precision
+from .precision import autocast, model_precision
 from .results import Detection, Frame, FrameResult, Person, PoseRecord
 from .smoothing import KeypointSmoother
 from .track import Track, Tracker
@@ -126,10 +126,10 @@ class PosePipeline:
     ) -> None:
         self.cfg = cfg
         self.device = torch.device(cfg.device)
-        self.precision = resolve_precision(cfg.precision, self.device)
         self.model = prepare_for_inference(model if model is not None else load_model(cfg.weights)).to(
             self.device
         )
+        self.precision = model_precision(self.model, cfg.precision, self.device)
         self.detector = detector
         self.controller = self._controller(latency)
         self.reset()

@@ -34,6 +34,12 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
+def model_precision(model: torch.nn.Module, precision: str, device: torch.device) -> str:
+    """What ``model`` computes in: its own fixed precision where it has one (an ONNX graph runs float32
+    whatever autocast says), else ``resolve_precision``."""
+    return getattr(model, "precision", None) or resolve_precision(precision, device)
+
+
 def autocast(precision: str, device: torch.device) -> AbstractContextManager:
     """The autocast context for a resolved ``precision`` (``fp32``: none) on ``device``."""
     if precision == "bf16":

@@ -94,6 +94,9 @@ def _device(rank: int) -> torch.device:
 def build_model(cfg: TrainConfig) -> nn.Module:
     """A fresh model: from ``cfg.init`` when given, else random with the stem read from the teacher,
     then seeded from ``cfg.init_from``."""
+    for path in (cfg.init, cfg.init_from):
+        if path and Path(path).suffix.lower() == ".onnx":
+            raise WeightsError(f"{path} is an ONNX export, which cannot be trained: use its checkpoint")
     if cfg.init:
         model = load_model(cfg.init, expect=cfg.model)
         if model.arch != cfg.model:

@@ -3,11 +3,12 @@
 from .emgpose import EMGPose
 from .evitpose import EViTPose
 from .knob import Knob
+from .onnx_model import OnnxPoseModel
 from .record import PoseOutput
 from .vitpose import ViTPose
 from .zoo import MODEL_NAMES, WeightsError, create_model, load_model, prepare_for_inference, save_model
 
 __all__ = [
-    "EMGPose", "EViTPose", "Knob", "MODEL_NAMES", "PoseOutput", "ViTPose", "WeightsError",
+    "EMGPose", "EViTPose", "Knob", "MODEL_NAMES", "OnnxPoseModel", "PoseOutput", "ViTPose", "WeightsError",
     "create_model", "load_model", "prepare_for_inference", "save_model",
 ]  # fmt: skip

@@ -162,7 +162,10 @@ class EMGPose(nn.Module):
         high, mid, low = self.split_counts()
         return 9 * high + 4 * mid + low
 
-    def forward(self, x: torch.Tensor, eta: float | None = None) -> PoseOutput:
+    def forward(self, x: torch.Tensor, eta: float | None = None, route: bool | None = None) -> PoseOutput:
+        """``route`` None: each crop goes on to the fine stage when its predicted quality is at most ``eta``.
+        True or False: every crop goes on, or none does, whatever its quality (a graph without
+        data-dependent branches, which is what an ONNX export can hold)."""
         eta = self.knob.clamp(eta)
         b, j = x.shape[0], self.num_joints
         n = self.grid[0] * self.grid[1]
@@ -180,7 +183,7 @@ class EMGPose(nn.Module):
         tokens = self.norm(tokens)
         heatmaps = self._coarse_heatmaps(tokens, j)
         quality = self.quality(tokens[:, -1]).squeeze(-1).sigmoid()
-        fine = quality <= eta
+        fine = quality <= eta if route is None else torch.full_like(quality, route, dtype=torch.bool)
 
         depth = len(self.blocks)
         counts = torch.zeros(b, 2 * depth, dtype=torch.long)
@@ -189,8 +192,8 @@ class EMGPose(nn.Module):
             heatmaps, counts, eta, self.grid, fine_stage=fine, quality=quality, coarse_heatmaps=heatmaps
         )
         out.granularity = torch.zeros(b, *self.grid, dtype=torch.long, device=x.device)
-        if fine.any():
-            idx = fine.nonzero().squeeze(1)
+        if route or (route is None and fine.any()):
+            idx = torch.arange(b, device=x.device) if route else fine.nonzero().squeeze(1)
             fine_maps, fine_counts, level, boxes, groups = self._fine_stage(
                 x[idx], embedded[idx], tokens[idx, j : j + n], gkis[idx]
             )

@@ -16,6 +16,7 @@ from ..skeleton import NUM_JOINTS
 from .emgpose import EMGPose
 from .evitpose import EViTPose
 from .heads import DeconvHead
+from .onnx_model import OnnxPoseModel
 from .stem import YoloStem
 from .vit import SIZES
 from .vitpose import ViTPose
@@ -82,16 +83,34 @@ def prepare_for_inference(model: nn.Module) -> nn.Module:
     return model
 
 
+def describe_weights(path: str | Path) -> str:
+    """The model a checkpoint holds (``evitpose_t``), or an ONNX export's with the knob it holds."""
+    if Path(path).suffix.lower() == ".onnx":
+        model = OnnxPoseModel.load(path)
+        knob = "" if model.knob.name == "none" else f", {model.knob.name} {model.knob.default:g}"
+        return f"{model.arch} ONNX{knob}"
+    return read_metadata(path)["arch"]
+
+
+def _check_arch(path: str | Path, arch: str, expect: str | None) -> None:
+    if expect and arch != expect and arch.partition("_")[0] != expect:
+        raise WeightsError(f"{path} holds a {arch} model, not {expect}")
+
+
 def load_model(path: str | Path, expect: str | None = None) -> nn.Module:
-    """Rebuild the model a checkpoint holds, in float32 and eval mode.
+    """Rebuild the model a checkpoint holds, in float32 and eval mode; a ``.onnx`` file (``main.py export``)
+    opens as an ``OnnxPoseModel``, which infers like it but cannot be trained.
 
     ``expect`` names the family or model the caller wants (``evitpose`` or ``evitpose_t``); another
     model's checkpoint is refused with a clear message.
     """
+    if Path(path).suffix.lower() == ".onnx":
+        model = OnnxPoseModel.load(path)
+        _check_arch(path, model.arch, expect)
+        return model
     meta = read_metadata(path)
     arch = meta["arch"]
-    if expect and arch != expect and arch.partition("_")[0] != expect:
-        raise WeightsError(f"{path} holds a {arch} model, not {expect}")
+    _check_arch(path, arch, expect)
     try:
         model = create_model(arch, **meta["config"])
         state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}

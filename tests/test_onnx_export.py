@@ -1,0 +1,190 @@
+"""ONNX export (``main.py export``) and the exported graph as a pose model on onnxruntime."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from poseapp.cli import UsageError, check_knob, main
+from poseapp.evaluate import ModelEstimator
+from poseapp.flops import count_macs
+from poseapp.models import OnnxPoseModel, WeightsError, create_model, load_model, save_model
+from poseapp.models.onnx_model import record_from_tensors, record_tensors
+from poseapp.models.zoo import describe_weights
+from poseapp.onnx_export import ExportError, static_route
+from poseapp.pipeline import PipelineConfig, PosePipeline
+from poseapp.results import Detection, Frame
+from poseapp.train import TrainConfig, build_model
+
+HW = [128, 96]
+
+
+def crops(n: int, seed: int = 7) -> torch.Tensor:
+    return torch.rand(n, 3, *HW, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> dict:
+    """Random EViTPose-T and EMGPose-T checkpoints and their exports, written by the CLI."""
+    root = tmp_path_factory.mktemp("onnx")
+    files = {}
+    for name, knob in (("evitpose_t", "0.5"), ("emgpose_t", "1")):
+        torch.manual_seed(0)
+        checkpoint, graph = root / f"{name}.safetensors", root / f"{name}.onnx"
+        save_model(create_model(name, img_hw=HW), checkpoint)
+        assert main(["export", "--weights", str(checkpoint), "--out", str(graph), "--knob", knob]) == 0
+        files[name] = (checkpoint, graph)
+    return files
+
+
+def test_the_export_reproduces_heatmaps_record_and_cost_at_any_batch_size(exported, capsys) -> None:
+    checkpoint, graph = exported["evitpose_t"]
+    source, onnx = load_model(checkpoint), load_model(graph)
+    assert isinstance(onnx, OnnxPoseModel) and onnx.arch == "evitpose_t"
+    assert (onnx.knob.name, onnx.knob.low, onnx.knob.high) == ("keep_ratio", 0.5, 0.5)
+    assert onnx.input_size == source.input_size and onnx.precision == "fp32"
+    x = crops(7)  # neither the example's batch nor the check's
+    with torch.no_grad():
+        want = source(x, 0.5)
+    got = onnx(x)
+    torch.testing.assert_close(got.heatmaps, want.heatmaps, atol=1e-4, rtol=1e-4)
+    assert torch.equal(got.tokens_per_block, want.tokens_per_block)
+    assert len(got.kept_patches) == 3
+    for mine, theirs in zip(got.kept_patches, want.kept_patches, strict=True):
+        assert torch.equal(mine, theirs)
+    assert torch.equal(count_macs(onnx, got), count_macs(source, want))
+    assert got.grid == want.grid and got.knob == 0.5
+
+
+def test_the_export_names_its_source_checkpoint_by_hash(exported) -> None:
+    import hashlib
+
+    checkpoint, graph = exported["evitpose_t"]
+    digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    assert load_model(graph).meta.source == f"{checkpoint.name} sha256:{digest}"
+
+
+def test_emgpose_exports_its_both_stages_route(exported) -> None:
+    checkpoint, graph = exported["emgpose_t"]
+    source, onnx = load_model(checkpoint), load_model(graph)
+    x = crops(3)
+    with torch.no_grad():
+        want = source(x, 1.0)
+    got = onnx(x)
+    assert bool(got.fine_stage.all()) and onnx.knob.name == "eta"
+    torch.testing.assert_close(got.heatmaps, want.heatmaps, atol=1e-4, rtol=1e-4)
+    assert torch.equal(got.granularity, want.granularity)
+    for mine, theirs in zip(got.merge_groups, want.merge_groups, strict=True):
+        assert torch.equal(mine, theirs)
+    assert torch.equal(count_macs(onnx, got), count_macs(source, want))
+
+
+def test_emgpose_routes_are_its_eta_extremes_and_nothing_between_exports() -> None:
+    model = create_model("emgpose_t", img_hw=HW).eval()
+    x = crops(2)
+    with torch.no_grad():
+        for route, eta in ((True, 1.0), (False, 0.0)):
+            fixed, chosen = model(x, eta, route=route), model(x, eta)
+            assert torch.equal(fixed.fine_stage, chosen.fine_stage)
+            torch.testing.assert_close(fixed.heatmaps, chosen.heatmaps)
+    assert (static_route(model, 1.0), static_route(model, 0.0)) == (True, False)
+    assert static_route(create_model("vitpose_t"), 1.0) is None
+    with pytest.raises(ExportError, match="eta 0 .* or 1"):
+        static_route(model, 0.9)
+
+
+def test_record_tensors_round_trip() -> None:
+    model = create_model("evitpose_t", img_hw=HW).eval()
+    with torch.no_grad():
+        out = model(crops(2), 0.25)
+    named = record_tensors(out)
+    assert [name for name, _ in named] == ["heatmaps", "tokens_per_block", "kept_patches.0", "kept_patches.1",
+                                           "kept_patches.2"]  # fmt: skip
+    back = record_from_tensors(dict(named), out.knob, out.grid)
+    assert back.kept_patches[2] is out.kept_patches[2] and back.heatmaps is out.heatmaps
+
+
+def test_the_onnx_model_runs_the_pipeline_with_its_overlay_record(exported) -> None:
+    class TwoPeople:
+        def __call__(self, image: np.ndarray) -> list[Detection]:
+            return [
+                Detection(np.array([10.0, 20.0, 60.0, 200.0]), 0.9),
+                Detection(np.array([100, 20, 150, 210.0]), 0.8),
+            ]
+
+    _, graph = exported["evitpose_t"]
+    onnx = load_model(graph)
+    pipeline = PosePipeline(PipelineConfig(weights=graph, budget_ms=5.0), TwoPeople(), model=onnx)
+    assert pipeline.controller.is_fixed and pipeline.precision == "fp32"
+    result = pipeline.step(Frame(0, np.full((240, 320, 3), 90, np.uint8), 0.0))
+    assert len(result.people) == 2 and result.knob == 0.5
+    assert result.gflops == pytest.approx(2 * onnx.macs_per_crop / 1e9)
+    assert all(len(person.record.kept_patches) == 3 for person in result.people)
+
+
+def test_the_onnx_model_estimates_like_its_checkpoint_in_fp32(exported) -> None:
+    checkpoint, graph = exported["evitpose_t"]
+    image = np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)
+    boxes = np.array([[10.0, 20.0, 60.0, 180.0], [120.0, 30.0, 70.0, 200.0]])
+    want = ModelEstimator(load_model(checkpoint), precision="fp32").predict(image, boxes, 0.5)
+    got = ModelEstimator(load_model(graph), precision="bf16").predict(image, boxes)  # the graph stays fp32
+    np.testing.assert_allclose(got.xy, want.xy, atol=0.1)
+    np.testing.assert_allclose(got.gflops, want.gflops)
+
+
+def test_a_knob_the_export_does_not_hold_is_refused(exported) -> None:
+    onnx = load_model(exported["evitpose_t"][1])
+    check_knob(onnx, 0.5)
+    with pytest.raises(UsageError, match="exported at keep_ratio 0.5, not 0.7"):
+        check_knob(onnx, 0.7)
+    with pytest.raises(UsageError, match="has no knob"):
+        check_knob(create_model("vitpose_t"), 0.5)
+    with pytest.raises(UsageError, match="runs from 0.25 to 1"):
+        check_knob(create_model("evitpose_t"), 0.1)
+
+
+def test_bad_files_and_arguments_fail_with_one_line(tmp_path, exported, capsys) -> None:
+    garbage = tmp_path / "bad.onnx"
+    garbage.write_bytes(b"not a graph")
+    with pytest.raises(WeightsError, match="not a PoseApp ONNX export"):
+        load_model(garbage)
+    with pytest.raises(WeightsError, match="does not exist"):
+        load_model(tmp_path / "missing.onnx")
+    checkpoint, graph = exported["emgpose_t"]
+    cases = [
+        (["--weights", str(checkpoint), "--out", str(tmp_path / "x.onnx"), "--knob", "0.9"], "run time"),
+        (["--weights", str(checkpoint), "--out", str(tmp_path / "x.txt")], "must end in .onnx"),
+        (["--weights", str(graph), "--out", str(tmp_path / "x.onnx")], "ONNX export already"),
+        (
+            ["--weights", str(tmp_path / "none.safetensors"), "--out", str(tmp_path / "x.onnx")],
+            "does not exist",
+        ),
+    ]
+    for args, message in cases:
+        assert main(["export", *args]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "x.onnx").exists()
+    with pytest.raises(WeightsError, match="cannot be trained"):
+        build_model(TrainConfig(model="emgpose_t", init=str(graph), train=[]))
+
+
+def test_the_metadata_is_json_the_library_reads(exported) -> None:
+    onnx = load_model(exported["emgpose_t"][1])
+    meta = json.loads(onnx.meta.to_json())
+    assert meta["arch"] == "emgpose_t" and meta["knob"] == 1.0 and meta["config"]["img_hw"] == HW
+    assert meta["outputs"][0] == "heatmaps" and "fine_stage" in meta["outputs"]
+
+
+def test_the_viewer_lists_exports_with_their_model_and_knob(tmp_path, exported) -> None:
+    from app.main_window import checkpoints
+
+    checkpoint, graph = exported["evitpose_t"]
+    (tmp_path / "broken.onnx").write_bytes(b"")
+    labels = [label for label, _ in checkpoints(tmp_path, [str(checkpoint), str(graph)])]
+    assert labels == ["broken.onnx (not a checkpoint)", "evitpose_t.safetensors (evitpose_t)",
+                      "evitpose_t.onnx (evitpose_t ONNX, keep_ratio 0.5)"]  # fmt: skip
+    assert describe_weights(exported["emgpose_t"][1]) == "emgpose_t ONNX, eta 1"
