@@ -13,6 +13,7 @@ from .flops import count_macs
 from .models.record import PoseOutput
 from .skeleton import FLIP_INDEX
 from .transforms import (
+    CROP_PADDING,
     HEATMAP_STRIDE,
     INPUT_SIZE,
     box_to_center_scale,
@@ -67,13 +68,13 @@ def crop_batch(
     image_bgr: np.ndarray, boxes_xywh: np.ndarray, input_size: tuple[int, int] = INPUT_SIZE
 ) -> tuple[torch.Tensor, np.ndarray]:
     """The model input for the people in ``boxes_xywh`` (N, 4): RGB crops in [0, 1] (N, 3, h, w) of
-    ``input_size`` (w, h), each box padded 1.25 at the crop's aspect; and the image->crop matrices
-    (N, 2, 3)."""
+    ``input_size`` (w, h), each box padded by ``CROP_PADDING`` at the crop's aspect; and the image->crop
+    matrices (N, 2, 3)."""
     w, h = input_size
     crops = np.empty((len(boxes_xywh), h, w, 3), dtype=np.uint8)
     matrices = np.empty((len(boxes_xywh), 2, 3))
     for i, box in enumerate(boxes_xywh):
-        matrices[i] = crop_matrix(*box_to_center_scale(box, aspect=w / h), out_size=input_size)
+        matrices[i] = crop_matrix(*box_to_center_scale(box, w / h, CROP_PADDING), out_size=input_size)
         crops[i] = cv2.warpAffine(image_bgr, matrices[i], (w, h), flags=cv2.INTER_LINEAR)
     tensor = torch.from_numpy(crops[..., ::-1].copy()).permute(0, 3, 1, 2).float().div_(255.0)
     return tensor, matrices

@@ -13,11 +13,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .data import BOX_PADDING
 from .evaluate import PosedPeople, Predictions
 from .skeleton import COCO17, NUM_JOINTS, joint_mapping
 from .track import iou_matrix
-from .transforms import box_to_center_scale, crop_image, crop_matrix, invert_matrix, transform_points
+from .transforms import (
+    CROP_PADDING,
+    box_to_center_scale,
+    crop_image,
+    crop_matrix,
+    invert_matrix,
+    transform_points,
+)
 
 _ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MOVENET: Path = _ROOT.parent / "shared" / "teachers" / "movenet-thunder.onnx"
@@ -33,8 +39,8 @@ def _require(path: str | PathLike[str]) -> Path:
 
 
 def square_crop_matrix(box_xywh: np.ndarray, size: int) -> np.ndarray:
-    """Image->crop matrix of a ``size`` x ``size`` crop around the box padded by ``BOX_PADDING``."""
-    center, window = box_to_center_scale(box_xywh, aspect=1.0, padding=BOX_PADDING)
+    """Image->crop matrix of a ``size`` x ``size`` crop around the box padded by ``CROP_PADDING``."""
+    center, window = box_to_center_scale(box_xywh, aspect=1.0, padding=CROP_PADDING)
     return crop_matrix(center, window, out_size=(size, size))
 
 

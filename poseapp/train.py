@@ -32,6 +32,7 @@ from .models.vit import DEFAULT_IMG_HW, resample_pos_embed
 from .models.zoo import read_metadata
 from .precision import autocast, resolve_precision
 from .skeleton import SIGMAS
+from .transforms import TRAIN_PADDING
 
 
 @dataclass
@@ -158,7 +159,7 @@ def training_loss(model: nn.Module, batch, knob: float | None, cfg: TrainConfig,
                 coarse_xy, _ = keypoints_from_logits(out.coarse_heatmaps)
                 truth, visible = batch.joints[..., :2], batch.weight
                 w, h = model.input_size  # the person fills the crop bar its padding
-                area = torch.full_like(visible[:, 0], w * h / 1.25**2)
+                area = torch.full_like(visible[:, 0], w * h / TRAIN_PADDING**2)
                 oks = object_keypoint_similarity(
                     coarse_xy, truth, visible, area, torch.as_tensor(SIGMAS).float()
                 )

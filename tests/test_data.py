@@ -27,8 +27,10 @@ from poseapp.data import (
 )
 from poseapp.skeleton import COCO17, FLIP_INDEX, INDEX, NUM_JOINTS
 from poseapp.transforms import (
+    CROP_PADDING,
     HEATMAP_SIZE,
     INPUT_SIZE,
+    TRAIN_PADDING,
     box_to_center_scale,
     crop_matrix,
     flip_heatmaps,
@@ -115,7 +117,9 @@ def test_lsp_names_map_to_unified_joints(tmp_path):
 
     sample = PoseDataset([p], train=False)[0]
     named = ("neck", "head_top")
-    expected = transform_points([POSE[n] for n in named], crop_matrix(*box_to_center_scale(BOX)))
+    expected = transform_points(
+        [POSE[n] for n in named], crop_matrix(*box_to_center_scale(BOX, padding=CROP_PADDING))
+    )
     for name, xy in zip(named, expected, strict=True):
         np.testing.assert_allclose(sample.joints[INDEX[name], :2].numpy(), xy, atol=1e-4)
         assert np.abs(peaks(sample.target)[INDEX[name]] - xy).max() <= STRIDE / 2
@@ -160,7 +164,7 @@ def test_training_augmentation_varies_and_seed_reproduces(person):
 
 def test_flip_swaps_left_and_right(person):
     flipped = PoseDataset([person], train=True, augment=replace(NO_AUG, flip_prob=1))[0]
-    plain = PoseDataset([person], train=False)[0]
+    plain = PoseDataset([person], train=True, augment=NO_AUG)[0]
     left, right = INDEX["left_wrist"], INDEX["right_wrist"]
 
     # The person's left wrist (red dot, right half of the unflipped crop) becomes the right wrist channel.
@@ -406,3 +410,10 @@ def test_pasting_a_second_person_changes_pixels_not_targets(tmp_path):
     alone = PoseDataset(people[:1], train=True, augment=replace(GEOMETRY_ONLY, paste_prob=1.0))
     for a, b in seeded_pairs(alone, PoseDataset(people[:1], train=True, augment=GEOMETRY_ONLY), [0]):
         assert torch.equal(a.image, b.image)  # nobody else to paste
+
+
+def test_training_crops_are_padded_wider_than_inference_crops(person):
+    trained = PoseDataset([person], train=True, augment=NO_AUG)[0]
+    evaluated = PoseDataset([person], train=False)[0]
+    scale = [np.sqrt(abs(np.linalg.det(s.matrix[:, :2].numpy()))) for s in (trained, evaluated)]
+    assert scale[1] / scale[0] == pytest.approx(TRAIN_PADDING / CROP_PADDING, rel=1e-4)

@@ -13,10 +13,9 @@ from poseapp.data.augment import (
     sample_rng,
     sample_window,
 )
-from poseapp.data.coco import BOX_PADDING, Person, PoseDataset, Sample, load_people, read_bgr, split_people
+from poseapp.data.coco import Person, PoseDataset, Sample, load_people, read_bgr, split_people
 
 __all__ = [
-    "BOX_PADDING",
     "read_bgr",
     "LOWER_BODY",
     "UPPER_BODY",

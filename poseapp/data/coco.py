@@ -24,7 +24,9 @@ from poseapp.data.augment import (
 )
 from poseapp.skeleton import FLIP_INDEX, NUM_JOINTS, joint_mapping, to_unified
 from poseapp.transforms import (
+    CROP_PADDING,
     INPUT_SIZE,
+    TRAIN_PADDING,
     box_to_center_scale,
     crop_image,
     crop_matrix,
@@ -33,8 +35,6 @@ from poseapp.transforms import (
     transform_points,
 )
 
-BOX_PADDING = 1.25
-"""The crop window is the person box enlarged by this factor (then widened to the model's aspect)."""
 _JOINT_BOX_PAD = 0.1  # a box made from joints reaches this fraction of their extent beyond each side
 _MIN_BOX_SIDE = 2.0  # ... and is at least this many pixels on each side (a single joint still gets a crop)
 
@@ -172,8 +172,9 @@ def _mirror(width: int) -> np.ndarray:
 class PoseDataset(Dataset[Sample]):
     """Top-down crops of people with heatmap targets; reads each image from disk when asked for it.
 
-    ``train=True`` applies ``augment`` (default ``AugmentConfig()``) with a fresh generator per sample (see
-    ``sample_rng``); otherwise the crop is the person box padded by ``BOX_PADDING``. ``confidence`` (per
+    ``train=True`` pads the person box by ``TRAIN_PADDING`` and applies ``augment`` (default
+    ``AugmentConfig()``) with a fresh generator per sample (see ``sample_rng``); otherwise the crop is the
+    person box padded by ``CROP_PADDING``, as at inference. ``confidence`` (per
     joint ``(NUM_JOINTS,)`` or per person and joint ``(len(people), NUM_JOINTS)``) multiplies the weights,
     on top of each person's own ``confidence``.
     """
@@ -225,7 +226,8 @@ class PoseDataset(Dataset[Sample]):
         image = cv2.cvtColor(read_bgr(person.image_path), cv2.COLOR_BGR2RGB)
         width = image.shape[1]
         w, h = self.input_size
-        center, size = box_to_center_scale(person.box_xywh, aspect=w / h, padding=BOX_PADDING)
+        padding = TRAIN_PADDING if self.train else CROP_PADDING
+        center, size = box_to_center_scale(person.box_xywh, aspect=w / h, padding=padding)
         xy, visibility, confidence = person.xy, person.visibility, self._confidence(index)
         rotation, flip = 0.0, False
         if self.train:
