@@ -7,13 +7,18 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from .models import MODEL_NAMES, OnnxPoseModel, WeightsError, create_model, load_model, prepare_for_inference
+from .models.stem import STEM_LAYERS
 from .models.vit import DEFAULT_IMG_HW
 from .models.zoo import read_metadata
 from .precision import PRECISIONS, model_precision
+
+if TYPE_CHECKING:
+    from .render import Overlays
 
 PRECISION_HELP = "auto: bf16 autocast where the device computes bf16 natively, else fp32"
 
@@ -119,7 +124,7 @@ def crop_size(text: str) -> tuple[int, int]:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from .train import TrainConfig, train
+    from .train import ResumeError, TrainConfig, train
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -144,27 +149,33 @@ def cmd_train(args: argparse.Namespace) -> None:
             raise UsageError(str(exc)) from exc
         if args.init and arch != args.model:
             raise UsageError(f"--init {args.init} holds a {arch} model, not {args.model}")
-    if not args.init and args.stem == "yolo" and not Path(args.stem_weights).is_file():
-        raise UsageError(f"--stem yolo needs the teacher checkpoint {args.stem_weights} (run ./setup.sh)")
+    if not args.init and args.stem != "patch" and not Path(args.stem_weights).is_file():
+        raise UsageError(
+            f"--stem {args.stem} needs the teacher checkpoint {args.stem_weights} (run ./setup.sh)"
+        )
     cfg = TrainConfig(
         model=args.model, stem=args.stem, stem_weights=args.stem_weights, init=args.init or "",
         init_from=args.init_from or "", train=pairs, img_hw=args.input_size,
         holdout=args.holdout, out=args.out, epochs=args.epochs, batch=args.batch, lr=args.lr, loss=args.loss,
         freeze_stem_epochs=args.freeze_stem_epochs, workers=args.workers, precision=args.precision,
         time_limit_minutes=args.time_limit, max_steps=args.max_steps,
-        quality_from_epoch=args.quality_from_epoch, paste_prob=args.paste_prob,
+        quality_from_epoch=args.quality_from_epoch, paste_prob=args.paste_prob, resume=args.resume,
     )  # fmt: skip
-    best = train(cfg)
+    try:
+        best = train(cfg)
+    except ResumeError as exc:
+        raise UsageError(str(exc)) from exc
     print(f"best checkpoint: {best}")
 
 
-def teacher_from_args(name: str, path: str | None, device: str):
-    """A teacher by name (``movenet`` or ``yolo``), from ``path`` or its default file."""
+def teacher_from_args(name: str, path: str | None, device: str, threads: int = 0):
+    """A teacher by name (``movenet`` or ``yolo``), from ``path`` or its default file; ``threads``: MoveNet's
+    onnxruntime threads (0: its default, all cores)."""
     from .teachers import DEFAULT_MOVENET, DEFAULT_YOLO_POSE, MoveNetTeacher, YoloPoseTeacher
 
     try:
         if name == "movenet":
-            return MoveNetTeacher(path or DEFAULT_MOVENET)
+            return MoveNetTeacher(path or DEFAULT_MOVENET, threads=threads)
         return YoloPoseTeacher(path or DEFAULT_YOLO_POSE, device=device)
     except (FileNotFoundError, ValueError) as exc:
         raise UsageError(str(exc)) from exc
@@ -254,6 +265,44 @@ def cmd_label(args: argparse.Namespace) -> None:
           f"(images in {summary.image_dir}){swaps}")  # fmt: skip
 
 
+def cmd_corpus(args: argparse.Namespace) -> None:
+    from .corpus import export_corpus, label_corpus, parse_source, read_sources, scan_sources, write_sources
+
+    out = Path(args.out)
+    if not 0 <= args.shard < args.shards:
+        raise UsageError(f"--shard must be in [0, {args.shards}), got {args.shard}")
+    try:
+        sources = [parse_source(text) for text in args.source] if args.source else read_sources(out)
+    except (OSError, ValueError) as exc:
+        raise UsageError(str(exc)) from exc
+    device = resolve_device(args.device)
+    threads = 1 if args.shards > 1 else 0  # shards side by side: one core each
+    if threads:
+        torch.set_num_threads(threads)
+    yolo = teacher_from_args("yolo", args.detector, device)
+    known = read_sources(out) if (out / "sources.json").is_file() else []
+    known_names = {s.name for s in known}
+    fresh = [s for s in sources if s.name not in known_names]
+    if any(s.name in known_names and s not in known for s in sources):
+        raise UsageError(f"{out} holds a source of the same name from elsewhere; name the new one otherwise")
+    if fresh:
+        kept, found, dropped = scan_sources(fresh, out, yolo, args.min_height, args.min_box_score, args.every)
+        write_sources(out, known + fresh)
+        for source in fresh:
+            print(f"{source.name}: {found[source.name]} people found, {dropped[source.name]} copies dropped")
+        print(f"{len(kept)} distinct new people in {out / 'people.jsonl'}", flush=True)
+    sources = known + fresh
+    if args.scan_only:
+        return
+    movenet = teacher_from_args("movenet", args.movenet, device, threads)
+    labelled = label_corpus(out, sources, yolo, movenet, args.shard, args.shards)
+    print(f"shard {args.shard}/{args.shards}: {labelled} people labelled now", flush=True)
+    manifest = export_corpus(out, sources, args.min_confidence)
+    for entry in manifest["sources"]:
+        print(f"{entry['name']}: {entry['people']} people in {entry['photos']} images ({entry['origin']})")
+    print(f"{manifest['people']} labelled people; manifest {out / 'manifest.json'}")
+
+
 def cmd_export(args: argparse.Namespace) -> None:
     from .onnx_export import ExportError, export_onnx
 
@@ -300,16 +349,22 @@ def pipeline_from_args(args: argparse.Namespace):
     return PosePipeline(cfg, detector, model=model)
 
 
-def cmd_video(args: argparse.Namespace) -> None:
+def overlays_from_args(args: argparse.Namespace) -> Overlays:
+    """The ``--overlay`` choices as the renderer's Overlays."""
     from .render import Overlays
+
+    return Overlays(patches="patches" in args.overlay, granularity="grid" in args.overlay,
+                    merges="merges" in args.overlay)  # fmt: skip
+
+
+def cmd_video(args: argparse.Namespace) -> None:
     from .run import annotate_video, open_writer, pose_threads
     from .video import VideoError, open_source
 
     torch.set_num_threads(args.threads or pose_threads())
     if args.out is None and args.json is None and args.csv is None and not args.show:
         raise UsageError("--video needs somewhere to put the result: --out, --json, --csv or --show")
-    overlays = Overlays(patches="patches" in args.overlay, granularity="grid" in args.overlay,
-                        merges="merges" in args.overlay)  # fmt: skip
+    overlays = overlays_from_args(args)
     for path in (args.out, args.json, args.csv):
         folder = Path(path).resolve().parent if path else None
         if folder is not None and not (folder.is_dir() and os.access(folder, os.W_OK)):
@@ -334,10 +389,51 @@ def cmd_video(args: argparse.Namespace) -> None:
         print(f"wrote {args.out}")
 
 
-def add_run_options(parser: argparse.ArgumentParser) -> None:
+def cmd_batch(args: argparse.Namespace) -> int:
+    from .batch import run_batch
+
+    return run_batch(args)
+
+
+def add_pipeline_options(run: argparse._ActionsContainer) -> list[str]:
+    """The options that decide how every frame is posed and drawn (the video command's and batch's);
+    returns their names in the parsed arguments."""
     from .detect import DEFAULT_DETECTOR
     from .pipeline import DEFAULT_WEIGHTS
 
+    options = [
+        run.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="pose model checkpoint"),
+        run.add_argument(
+            "--detector", default=str(DEFAULT_DETECTOR), help="Ultralytics detection or pose checkpoint"
+        ),
+        run.add_argument(
+            "--detect-every", type=int, default=5, help="longest gap between detector runs (frames)"
+        ),
+        run.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"]),
+        run.add_argument(
+            "--budget-ms", type=float, help="pose time per frame to stay under (adapts the knob)"
+        ),
+        run.add_argument("--keep-ratio", type=float, help="fix EViTPose's keep ratio"),
+        run.add_argument("--eta", type=float, help="fix EMGPose's threshold"),
+        run.add_argument(
+            "--overlay",
+            nargs="*",
+            default=[],
+            choices=["patches", "grid", "merges"],
+            help="draw what the model kept (patches), its granularity map (grid), WBAS groups (merges)",
+        ),
+        run.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP),
+        run.add_argument("--no-smooth", action="store_true", help="turn keypoint smoothing off"),
+        run.add_argument(
+            "--flip",
+            action="store_true",
+            help="flip test: each person also posed mirrored (more accurate, 2x cost)",
+        ),
+    ]
+    return [option.dest for option in options]
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
     run = parser.add_argument_group("run (default command)")
     run.add_argument("--video", help="video file, webcam index or image folder to process")
     run.add_argument("--out", help="annotated H.264 MP4 to write")
@@ -345,29 +441,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--csv", help="CSV of keypoints per frame and track id")
     run.add_argument("--show", action="store_true", help="open a preview window while processing")
     run.add_argument("--gui", action="store_true", help="open the desktop viewer")
-    run.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="pose model checkpoint")
-    run.add_argument(
-        "--detector", default=str(DEFAULT_DETECTOR), help="Ultralytics detection or pose checkpoint"
-    )
-    run.add_argument("--detect-every", type=int, default=5, help="longest gap between detector runs (frames)")
-    run.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
-    run.add_argument("--budget-ms", type=float, help="pose time per frame to stay under (adapts the knob)")
-    run.add_argument("--keep-ratio", type=float, help="fix EViTPose's keep ratio")
-    run.add_argument("--eta", type=float, help="fix EMGPose's threshold")
-    run.add_argument(
-        "--overlay",
-        nargs="*",
-        default=[],
-        choices=["patches", "grid", "merges"],
-        help="draw what the model kept (patches), its granularity map (grid), WBAS groups (merges)",
-    )
-    run.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
-    run.add_argument("--no-smooth", action="store_true", help="turn keypoint smoothing off")
-    run.add_argument(
-        "--flip",
-        action="store_true",
-        help="flip test: each person also posed mirrored (more accurate, 2x cost)",
-    )
+    add_pipeline_options(run)
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores but one)")
 
@@ -383,7 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="GFLOPs and measured milliseconds per crop for each knob value")
     bench.add_argument("--model", default="evitpose_t", help=f"one of {', '.join(MODEL_NAMES)}")
     bench.add_argument("--weights", help="checkpoint to load instead of random weights")
-    bench.add_argument("--stem", default="patch", choices=["patch", "yolo"], help="random model's embedding")
+    bench.add_argument(
+        "--stem", default="patch", choices=["patch", *STEM_LAYERS], help="random model's embedding"
+    )
     bench.add_argument(
         "--knob", type=float, nargs="+", help="knob values (keep ratio / eta); default: model's"
     )
@@ -410,10 +486,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--flip", action="store_true", help="--pipeline: with the flip test")
     bench.set_defaults(func=cmd_bench, keep_ratio=None, eta=None, no_smooth=False)
 
-    tr = sub.add_parser("train", help="train a pose model (resumes from <out>/last.pt)")
+    tr = sub.add_parser("train", help="train a pose model (--resume continues <out>/last.pt)")
     tr.add_argument("--model", default="evitpose_t")
     tr.add_argument(
-        "--stem", default="yolo", choices=["yolo", "patch"], help="pose-trained conv stem or patches"
+        "--stem",
+        default="yolo",
+        choices=[*STEM_LAYERS, "patch"],
+        help="yolo11n-pose's layers 0-6 (yolo) or 0-19 through its neck (yolo_neck) as the stem, or patches",
     )
     tr.add_argument("--stem-weights", default="assets/fetched/yolo11n-pose.pt")
     tr.add_argument("--init", help="PoseApp checkpoint of the same model to warm-start from (new schedule)")
@@ -452,6 +531,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
     tr.add_argument("--time-limit", type=float, default=0.0, help="minutes; stop cleanly after")
     tr.add_argument("--max-steps", type=int, default=0)
+    tr.add_argument(
+        "--resume", action="store_true",
+        help="continue the stopped run in --out from its last.pt, exactly as if it had not stopped",
+    )  # fmt: skip
     tr.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("eval", help="COCO keypoint AP, PCK@0.2 and GFLOPs of a model or a teacher")
@@ -502,12 +585,61 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     lb.set_defaults(func=cmd_label)
 
+    co = sub.add_parser(
+        "corpus",
+        help="build a distillation corpus: scan and de-duplicate people, label them with both teachers",
+        description="Resumable: run it again (without --source) to go on; --shard/--shards split the "
+        "labelling over processes. Each run exports what is labelled so far.",
+    )
+    co.add_argument("--out", required=True, help="corpus folder (people.jsonl, labels, <source>.json)")
+    co.add_argument(
+        "--source", action="append", metavar="NAME=KIND:PATH[:IMAGES][@ORIGIN]",
+        help="a source of people (repeat); kinds: yolo, voc, crops, photos, video, coco (see poseapp.corpus)",
+    )  # fmt: skip
+    co.add_argument("--min-height", type=float, default=48.0, help="people shorter (pixels) are skipped")
+    co.add_argument("--min-box-score", type=float, default=0.5, help="detected people kept (photos, video)")
+    co.add_argument("--every", type=int, default=1, help="video sources: every k-th frame")
+    co.add_argument("--min-confidence", type=float, default=0.3, help="fused joint weights below: v=0")
+    co.add_argument("--shard", type=int, default=0, help="label this shard of the people ...")
+    co.add_argument("--shards", type=int, default=1, help="... of this many")
+    co.add_argument("--scan-only", action="store_true", help="scan and de-duplicate, label nothing")
+    co.add_argument("--detector", help="YOLO pose checkpoint (default yolo11n-pose): detector and teacher")
+    co.add_argument("--movenet", help="MoveNet Thunder ONNX file (default: ../shared/teachers)")
+    co.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    co.set_defaults(func=cmd_corpus)
+
     ex = sub.add_parser("export", help="write a checkpoint as an ONNX graph at one knob value (onnxruntime)")
     ex.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="PoseApp checkpoint (.safetensors)")
     ex.add_argument("--out", required=True, help="the .onnx file to write")
     ex.add_argument("--knob", type=float, help="keep ratio (EViTPose) or eta (EMGPose: 0 or 1); default: own")
     ex.add_argument("--opset", type=int, default=OPSET, help="ONNX opset version")
     ex.set_defaults(func=cmd_export)
+
+    bt = sub.add_parser(
+        "batch", help="annotate many videos on Ray: embedded on this machine, or a cluster's by --address"
+    )
+    bt.add_argument(
+        "--videos", nargs="+", required=True, metavar="PATH", help="video files, folders of videos, globs"
+    )
+    bt.add_argument(
+        "--out", required=True, metavar="DIR", help="folder for <video name>.mp4 (+ .json, .csv) and summary"
+    )
+    bt.add_argument("--json", action="store_true", help="also <video name>.json (COCO results, track ids)")
+    bt.add_argument("--csv", action="store_true", help="also <video name>.csv (keypoints per frame, track)")
+    bt.add_argument(
+        "--workers", type=int, default=1, metavar="N", help="pose actors, each on one video at a time (1)"
+    )
+    bt.add_argument(
+        "--threads-per-worker", type=int, default=0, metavar="T",
+        help="torch threads of each actor (0: this machine's cores / workers, less one, at least 1)",
+    )  # fmt: skip
+    bt.add_argument(
+        "--address", metavar="HOST:PORT",
+        help="join this running Ray cluster (ray start --head); default: Ray embedded in this process",
+    )  # fmt: skip
+    options = add_pipeline_options(bt.add_argument_group("run options (as for --video)"))
+    bt.add_argument("--quiet", action="store_true", help="no progress bar")
+    bt.set_defaults(func=cmd_batch, pipeline_options=options)
     return parser
 
 
@@ -521,11 +653,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         args.func = cmd_video
     try:
-        args.func(args)
+        code = args.func(args)
     except (UsageError, WeightsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    return 0
+    return code or 0

@@ -19,7 +19,7 @@ import numpy as np
 from .data import load_people, read_bgr
 from .data.sides import swap_groups, swapped_groups
 from .evaluate import PoseEstimator
-from .skeleton import JOINTS, LIMB_INDEX, NUM_JOINTS, joint_mapping
+from .skeleton import JOINTS, LIMB_INDEX, NUM_JOINTS, SIGMAS, joint_mapping
 from .teachers import YoloPoseTeacher
 from .transforms import xyxy_to_xywh
 
@@ -72,6 +72,33 @@ def keypoint_annotation(
         "keypoints": [round(float(v), 2) for v in keypoints.ravel()],
         "keypoint_scores": [round(float(v), 4) for v in confidence],
     }
+
+
+def fuse_teachers(
+    primary_xy: np.ndarray,
+    primary_scores: np.ndarray,
+    secondary_xy: np.ndarray,
+    secondary_scores: np.ndarray,
+    box_area: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One label from two teachers' answers for a person (unified skeleton, ``(J, 2)`` and ``(J,)``).
+
+    Positions are the primary teacher's: on COCO photos yolo11n-pose's top-down labels score higher than
+    MoveNet's, and neither a confidence-weighted mean nor the more confident teacher per joint beats them
+    (``shared/TRAINING-FACTS.md``). The weight of a joint is the primary's confidence times the teachers'
+    agreement, the keypoint similarity of the two positions as COCO's OKS scores a joint,
+    ``exp(-d^2 / (2 * area * kappa^2))`` with ``kappa = 2 * sigma`` of that joint: a joint the teachers
+    place apart by much more than its labelling spread gets little weight. A disagreement counts as much
+    as the secondary teacher is sure of its answer: ``1 - c2 * (1 - similarity)``, so a joint it does not
+    predict or barely sees (confidence 0) leaves the primary's confidence alone.
+    """
+    xy = np.array(primary_xy, dtype=np.float64)
+    distance2 = np.sum((xy - secondary_xy) ** 2, axis=-1)
+    kappa2 = (2 * SIGMAS) ** 2
+    similarity = np.exp(-distance2 / (2 * max(float(box_area), 1.0) * kappa2))
+    sure = np.clip(np.asarray(secondary_scores, dtype=np.float64), 0.0, 1.0)
+    agreement = 1.0 - sure * (1.0 - similarity)
+    return xy, np.clip(np.asarray(primary_scores, dtype=np.float64), 0.0, 1.0) * agreement
 
 
 def teacher_visibility(confidence: np.ndarray, min_confidence: float = MIN_CONFIDENCE) -> np.ndarray:

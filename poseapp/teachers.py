@@ -60,11 +60,14 @@ class MoveNetTeacher:
     joints = COCO17
     size = 256
 
-    def __init__(self, path: str | PathLike[str] = DEFAULT_MOVENET) -> None:
+    def __init__(self, path: str | PathLike[str] = DEFAULT_MOVENET, threads: int = 0) -> None:
+        """``threads``: onnxruntime's intra-op threads (0: its default, one per core)."""
         import onnxruntime as ort
 
         self.path = _require(path)
-        self.session = ort.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
 
     def predict(

@@ -1,28 +1,36 @@
-"""Training: one process on the CPU or a GPU, or many under ``torchrun`` (DDP), resumable.
+"""Training: one process on the CPU or a GPU, or many under ``torchrun`` (DDP), resumable exactly.
 
 Every few minutes the full state goes to ``<out>/last.pt`` (plain tensors, loadable with
 ``weights_only=True``); after each validation the best model so far is written as half-precision
-safetensors to ``<out>/best.safetensors`` with its metrics in the metadata.
+safetensors to ``<out>/best.safetensors`` with its metrics in the metadata. ``resume`` continues from
+``last.pt``; a run stopped and resumed ends with the weights and history of one never stopped, because
+every random choice is a pure function of the run's seed and where it falls: the data order of the
+seed and the epoch (``EpochOrder``), a sample's augmentation of the seed, epoch and sample, a step's
+keep ratio of the seed, process and step. No RNG's state has to be saved or restored, and none
+depends on which DataLoader worker (if any) loads a sample.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
 import random
 import time
+from collections.abc import Iterator, Sized
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler, Sampler
 from tqdm import tqdm
 
 from .calibrate import EtaPoint, choose_eta, eta_curve, set_default_eta
-from .data import AugmentConfig, PoseDataset, load_people, split_people
+from .data import AugmentConfig, PoseDataset, Sample, load_people, split_people
 from .evaluate import pck_on_people
 from .inference import keypoints_from_logits
 from .losses import LOSSES, object_keypoint_similarity, quality_loss
@@ -74,6 +82,78 @@ class TrainConfig:
     max_steps: int = 0
     """Stop after this many optimiser steps in total; 0 = no limit (for smoke tests)."""
     seed: int = 0
+    resume: bool = False
+    """Continue the run in ``out`` from its ``last.pt``; without it an existing ``last.pt`` is refused."""
+
+
+class ResumeError(ValueError):
+    """``resume`` without a ``last.pt`` to continue, or an existing one without ``resume``."""
+
+
+def last_checkpoint(cfg: TrainConfig) -> Path:
+    """The run's ``<out>/last.pt``, once it is clear that it exists exactly when ``cfg.resume`` is set.
+
+    ResumeError when ``cfg.resume`` is set and there is no such file, or when it is not set and the file
+    exists: a run is never continued, nor its state overwritten, without being asked to.
+    """
+    last = Path(cfg.out) / "last.pt"
+    if cfg.resume and not last.is_file():
+        raise ResumeError(f"--resume: {last} does not exist, so there is no run to continue")
+    if not cfg.resume and last.exists():
+        raise ResumeError(f"{last} exists: pass --resume to continue that run, or choose another --out")
+    return last
+
+
+def _seed(*parts: int) -> int:
+    """A 64-bit seed that depends on ``parts`` (non-negative ints) alone, well mixed by numpy's
+    SeedSequence, so that neighbouring parts (epoch 3 and 4, sample 7 and 8) give unrelated streams."""
+    return int(np.random.SeedSequence(parts).generate_state(1, np.uint64)[0])
+
+
+class EpochOrder(Sampler[tuple[int, int]]):
+    """This process's samples of one epoch as (index, seed) pairs, from the ``start``-th on.
+
+    The order is ``DistributedSampler``'s shuffle (a pure function of the seed and the epoch, shared out
+    among ``world`` processes), a sample's seed a pure function of (seed, epoch, index) that ``SeededData``
+    draws its augmentation from. So an epoch replays exactly, whichever process or DataLoader worker
+    loads a sample, and a resumed epoch starts at its first untrained sample without loading the others.
+    """
+
+    def __init__(self, data: Sized, seed: int, rank: int = 0, world: int = 1) -> None:
+        self.shuffle = DistributedSampler(data, num_replicas=world, rank=rank, seed=seed)
+        self.seed = seed
+        self.epoch = 0
+        self.start = 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Serve ``epoch``, skipping its first ``start`` samples (those trained on before a resume)."""
+        self.shuffle.set_epoch(epoch)
+        self.epoch, self.start = epoch, start
+
+    def __len__(self) -> int:
+        return max(0, len(self.shuffle) - self.start)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for index in itertools.islice(self.shuffle, self.start, None):
+            yield index, _seed(self.seed, self.epoch, index)
+
+
+class SeededData(Dataset[Sample]):
+    """``data[index]`` for an ``(index, seed)`` key (from ``EpochOrder``), with torch's CPU generator
+    seeded by ``seed`` while it loads: the augmentation, which ``poseapp.data.sample_rng`` draws from that
+    generator, is then fixed by the key. The caller's generator is left as it was."""
+
+    def __init__(self, data: Dataset[Sample]) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, key: tuple[int, int]) -> Sample:
+        index, seed = key
+        with torch.random.fork_rng(devices=[]):
+            torch.random.default_generator.manual_seed(seed)
+            return self.data[index]
 
 
 def _distributed() -> tuple[int, int]:
@@ -82,6 +162,13 @@ def _distributed() -> tuple[int, int]:
     if dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def _data_parallel(model: nn.Module) -> nn.Module:
+    """``model`` wrapped in DistributedDataParallel, which records at construction which parameters need
+    gradients: wrap again whenever that set changes (the stem released). EMGPose may leave some
+    parameters unused in a step, so only it pays for the search for unused ones."""
+    return nn.parallel.DistributedDataParallel(model, find_unused_parameters=isinstance(model, EMGPose))
 
 
 def _device(rank: int) -> torch.device:
@@ -107,24 +194,36 @@ def build_model(cfg: TrainConfig) -> nn.Module:
     if tuple(cfg.img_hw) != DEFAULT_IMG_HW:
         config["img_hw"] = list(cfg.img_hw)
     model = create_model(cfg.model, **config)
-    if isinstance(model.patch_embed, YoloStem):
-        model.patch_embed.init_from_yolo(cfg.stem_weights)
+    stem = model.patch_embed if isinstance(model.patch_embed, YoloStem) else None
+    if stem is not None:
+        stem.init_from_yolo(cfg.stem_weights)
     if cfg.init_from:
-        copied = seed_from(model, load_model(cfg.init_from))
+        source = load_model(cfg.init_from)
+        skip: tuple[str, ...] = ()
+        if stem is not None and getattr(source.patch_embed, "kind", None) != stem.kind:
+            skip = (
+                "patch_embed.",
+            )  # another slice of yolo11n-pose: keep the teacher's layers, a fresh projection
+        copied = seed_from(model, source, skip)
         print(f"seeded {len(copied)} of {len(model.state_dict())} tensors from {cfg.init_from}", flush=True)
     return model
 
 
-def seed_from(model: nn.Module, source: nn.Module) -> list[str]:
-    """Copy into ``model`` every tensor of ``source`` with the same name and shape; returns their names.
-    A position embedding of another grid (the source trained at another crop size) is resampled to this
-    one. WeightsError when nothing matches (the two models share no part)."""
+def seed_from(model: nn.Module, source: nn.Module, skip: tuple[str, ...] = ()) -> list[str]:
+    """Copy into ``model`` every tensor of ``source`` with the same name and shape, but those whose names
+    start with one of ``skip``; returns their names. A position embedding of another grid (the source
+    trained at another crop size) is resampled to this one. WeightsError when nothing matches (the two
+    models share no part)."""
     target = model.state_dict()
     weights = source.state_dict()
     pos = weights.get("pos_embed")
     if pos is not None and "pos_embed" in target and pos.shape != target["pos_embed"].shape:
         weights["pos_embed"] = resample_pos_embed(pos, source.grid, model.grid)
-    shared = {k: v for k, v in weights.items() if k in target and target[k].shape == v.shape}
+    shared = {
+        k: v
+        for k, v in weights.items()
+        if k in target and target[k].shape == v.shape and not k.startswith(skip or ("\0",))
+    }
     if not shared:
         source_name, model_name = (getattr(m, "arch", type(m).__name__) for m in (source, model))
         raise WeightsError(f"{source_name} shares no tensor with {model_name}")
@@ -158,7 +257,7 @@ def training_loss(model: nn.Module, batch, knob: float | None, cfg: TrainConfig,
             with torch.no_grad():
                 coarse_xy, _ = keypoints_from_logits(out.coarse_heatmaps)
                 truth, visible = batch.joints[..., :2], batch.weight
-                w, h = model.input_size  # the person fills the crop bar its padding
+                h, w = batch.image.shape[-2:]  # the person fills the crop bar its padding
                 area = torch.full_like(visible[:, 0], w * h / TRAIN_PADDING**2)
                 oks = object_keypoint_similarity(
                     coarse_xy, truth, visible, area, torch.as_tensor(SIGMAS).float()
@@ -174,11 +273,13 @@ def _to(batch, device: torch.device):
 
 
 def train(cfg: TrainConfig) -> Path:
-    """Run (or resume) a training run; returns the path of the best checkpoint."""
+    """Run a training run, or continue the one in ``cfg.out`` (``cfg.resume``) as if it had never
+    stopped; returns the path of the best checkpoint. ResumeError (before anything else is done) when
+    ``cfg.resume`` and ``<out>/last.pt`` disagree (``last_checkpoint``)."""
+    last = last_checkpoint(cfg)
     rank, world = _distributed()
     device = _device(rank)
     torch.manual_seed(cfg.seed + rank)
-    rng = random.Random(cfg.seed + rank)
     out_dir = Path(cfg.out)
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -190,18 +291,18 @@ def train(cfg: TrainConfig) -> Path:
         PoseDataset(group, train=True, augment=augment, input_size=model.input_size)
         for group in [people] + [load_people(*pair) for pair in rest]
     ]
-    data = ConcatDataset(train_sets)
-    sampler = DistributedSampler(data, seed=cfg.seed) if world > 1 else None
+    data = SeededData(ConcatDataset(train_sets))
+    order = EpochOrder(data, cfg.seed, rank, world)
     loader = DataLoader(
         data,
         batch_size=cfg.batch,
-        shuffle=sampler is None,
-        sampler=sampler,
+        sampler=order,
         num_workers=cfg.workers,
         drop_last=True,
         persistent_workers=cfg.workers > 0,
         pin_memory=device.type == "cuda",
     )
+    steps_per_epoch = len(loader)  # the order starts at 0 here: a whole epoch
     val_set = PoseDataset(holdout, train=False, input_size=model.input_size)
 
     params = list(model.parameters())
@@ -211,22 +312,19 @@ def train(cfg: TrainConfig) -> Path:
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.lr,
     )
-    state = {"epoch": 0, "step": 0, "best": -1.0, "history": []}
-    last = out_dir / "last.pt"
-    if last.exists():
+    # loss: the running loss of the epoch under way, saved with the rest so that its history entry is
+    # the same whether or not the epoch was interrupted
+    state = {"epoch": 0, "step": 0, "best": -1.0, "loss": 0.0, "history": []}
+    if cfg.resume:
         saved = torch.load(last, map_location="cpu", weights_only=True)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
-        state = saved["state"]
+        state.update(saved["state"])
         if rank == 0:
             print(f"resumed from {last} at epoch {state['epoch']} step {state['step']}", flush=True)
     stem = model.patch_embed if isinstance(model.patch_embed, YoloStem) else None
-    ddp = (
-        nn.parallel.DistributedDataParallel(model, find_unused_parameters=isinstance(model, EMGPose))
-        if world > 1
-        else model
-    )
-    total_steps = cfg.epochs * len(loader)
+    ddp, wrapped_for = model, None  # under DDP: the wrapper, and which parameters were trainable at wrapping
+    total_steps = cfg.epochs * steps_per_epoch
     precision = resolve_precision(cfg.precision, device)
     if rank == 0:
         print(f"training on {device} in {precision}", flush=True)
@@ -246,29 +344,32 @@ def train(cfg: TrainConfig) -> Path:
 
     while state["epoch"] < cfg.epochs and not out_of_time():
         epoch = state["epoch"]
-        if sampler is not None:
-            sampler.set_epoch(epoch)
+        done = max(0, state["step"] - epoch * steps_per_epoch)  # steps of this epoch trained before a resume
+        order.set_epoch(epoch, start=done * cfg.batch)
         if stem is not None:
             stem.freeze_body(epoch < cfg.freeze_stem_epochs)
+        trainable = [p.requires_grad for p in model.parameters()]
+        if world > 1 and trainable != wrapped_for:
+            ddp, wrapped_for = _data_parallel(model), trainable
         ddp.train()
-        skip = state["step"] - epoch * len(loader)  # steps of this epoch done before a resume
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=rank != 0, mininterval=10)
-        running = 0.0
-        for i, batch in enumerate(bar):
-            if i < skip:
-                continue
+        bar = tqdm(
+            loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", initial=done, total=steps_per_epoch,
+            disable=rank != 0, mininterval=10,
+        )  # fmt: skip
+        for batch in bar:
             batch = _to(batch, device)
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(state["step"], total_steps, cfg)
+            knob = sample_knob(model, cfg, random.Random(_seed(cfg.seed, rank, state["step"])))
             with autocast(precision, device):
-                loss = training_loss(ddp, batch, sample_knob(model, cfg, rng), cfg, epoch)
+                loss = training_loss(ddp, batch, knob, cfg, epoch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             state["step"] += 1
-            running = 0.98 * running + 0.02 * loss.item() if running else loss.item()
-            bar.set_postfix(loss=f"{running:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+            state["loss"] = 0.98 * state["loss"] + 0.02 * loss.item() if state["loss"] else loss.item()
+            bar.set_postfix(loss=f"{state['loss']:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
             if time.monotonic() - saved_at > 60 * cfg.checkpoint_minutes:
                 save_state()
                 saved_at = time.monotonic()
@@ -283,7 +384,7 @@ def train(cfg: TrainConfig) -> Path:
                 entry = {
                     "epoch": state["epoch"],
                     "step": state["step"],
-                    "loss": running,
+                    "loss": state["loss"],
                     "val_pck@0.2": score,
                     "knob": knob,
                     "minutes": (time.monotonic() - started) / 60,
@@ -293,6 +394,7 @@ def train(cfg: TrainConfig) -> Path:
                 if score > state["best"]:
                     state["best"] = score
                     save_model(model, out_dir / "best.safetensors", config=asdict(cfg), **entry)
+            state["loss"] = 0.0
         save_state()
         saved_at = time.monotonic()
     if rank == 0 and isinstance(model, EMGPose) and (out_dir / "best.safetensors").exists():

@@ -1,6 +1,8 @@
 """Video in and out: frame sources (file, webcam, image folder), a capture thread and an H.264 MP4 writer.
 
-Files are decoded with PyAV; a frame that fails to decode is skipped (and counted), never fatal. Every
+Files are decoded with PyAV; a frame that fails to decode is skipped (and counted), never fatal. Frames
+are turned upright as players show them (phones store portrait video as landscape frames plus a rotation
+flag), so poses are found and drawn on the picture the user sees and the output needs no flag. Every
 problem the user can cause (bad path, not a video, no frames, no camera, unwritable output) is a
 ``VideoError`` with a one-line message, raised when the source or writer is opened, before any work.
 """
@@ -37,6 +39,12 @@ CODEC_THREADS = 1 if (os.cpu_count() or 1) <= 4 else 0
 small machine one each, so that decoding, the pose model and encoding run side by side instead of all
 fighting for the same cores: on 2 cores this took the crowded-street clip from 28.8 to 32.6 FPS and its
 pose time p95 from 24.8 to 19.4 ms (``main.py bench --pipeline``)."""
+UPRIGHT_ROTATIONS = {
+    1: cv2.ROTATE_90_COUNTERCLOCKWISE,
+    2: cv2.ROTATE_180,
+    3: cv2.ROTATE_90_CLOCKWISE,
+}
+"""``cv2.rotate`` code for a display rotation of this many quarter turns counter-clockwise (0: none)."""
 BROWSER_AUDIO_CODECS = frozenset({"aac", "mp3", "opus", "flac"})
 """Audio codecs browsers play from MP4: copied unchanged; any other is re-encoded to AAC."""
 
@@ -93,6 +101,21 @@ def _as_bgr(image: np.ndarray) -> np.ndarray:
     return image
 
 
+@contextmanager
+def _opencv_silenced() -> Iterator[None]:
+    """Mute OpenCV's own log while the block runs, restoring the previous level after it.
+
+    Opening a webcam that is not there makes every videoio backend in turn (V4L2, FFmpeg, Orbbec ...)
+    print its WARN/ERROR lines to stderr (eight on Linux), before our one-line ``VideoError`` says the same.
+    The level is process-wide, so only the open is muted, not the rest of the program.
+    """
+    previous = cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(previous)
+
+
 def _open_input(path: str) -> av.container.InputContainer:
     if not os.path.isfile(path):
         raise VideoError(f"video file not found: {path}")
@@ -103,6 +126,13 @@ def _open_input(path: str) -> av.container.InputContainer:
 
 
 class _FileSource(FrameSource):
+    """A video file decoded by PyAV, its frames turned by the stream's display rotation.
+
+    The rotation (``VideoFrame.rotation``: FFmpeg's decoder attaches the container's display matrix to
+    every frame) is read from the first frame and rounded to quarter turns; a flip in the matrix (rare)
+    is not applied. ``info`` has the upright size.
+    """
+
     def __init__(self, path: str) -> None:
         self.path = path
         self._container = _open_input(path)
@@ -131,7 +161,11 @@ class _FileSource(FrameSource):
         if frames is None and self._container.duration:
             frames = round(self._container.duration / av.time_base * fps)
         has_audio = bool(self._container.streams.audio)
-        self.info = SourceInfo(self._first.width, self._first.height, fps, frames, has_audio, False)
+        self._rotate = UPRIGHT_ROTATIONS.get(round(self._first.rotation / 90) % 4)
+        width, height = self._first.width, self._first.height
+        if self._rotate in (cv2.ROTATE_90_CLOCKWISE, cv2.ROTATE_90_COUNTERCLOCKWISE):
+            width, height = height, width
+        self.info = SourceInfo(width, height, fps, frames, has_audio, False)
 
     def _skip(self, exc: BaseException) -> None:
         self.corrupt += 1
@@ -168,7 +202,8 @@ class _FileSource(FrameSource):
         time_base = self._stream.time_base
         for index, vf in enumerate(frames):
             seconds = float((vf.pts - start) * time_base) if vf.pts is not None else index / self.info.fps
-            image = np.ascontiguousarray(vf.to_ndarray(format="bgr24"))
+            image = vf.to_ndarray(format="bgr24")
+            image = np.ascontiguousarray(image) if self._rotate is None else cv2.rotate(image, self._rotate)
             yield Frame(index, image, seconds)
 
     def close(self) -> None:
@@ -177,8 +212,9 @@ class _FileSource(FrameSource):
 
 class _CameraSource(FrameSource):
     def __init__(self, index: int) -> None:
-        self._capture = cv2.VideoCapture(index)
-        ok, image = self._capture.read() if self._capture.isOpened() else (False, None)
+        with _opencv_silenced():
+            self._capture = cv2.VideoCapture(index)
+            ok, image = self._capture.read() if self._capture.isOpened() else (False, None)
         if not ok:
             self._capture.release()
             raise VideoError(f"cannot open webcam {index}")

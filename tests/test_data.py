@@ -57,9 +57,10 @@ LSP_NAMES = (
 )  # fmt: skip
 DOT_BGR = {"left_wrist": (0, 0, 255), "right_wrist": (0, 255, 0)}  # red and green; every other dot white
 NO_AUG = AugmentConfig(
-    scale_range=(1.0, 1.0), rotation_prob=0, flip_prob=0, half_body_prob=0, colour_prob=0, occlusion_prob=0
-)
-GEOMETRY_ONLY = AugmentConfig(colour_prob=0, occlusion_prob=0)
+    scale_range=(1.0, 1.0), rotation_prob=0, flip_prob=0, half_body_prob=0, colour_prob=0, occlusion_prob=0,
+    truncate_prob=0, aspect_jitter=1.0, blur_prob=0, dark_prob=0,
+)  # fmt: skip
+GEOMETRY_ONLY = AugmentConfig(colour_prob=0, occlusion_prob=0, blur_prob=0, dark_prob=0)
 
 
 def keypoints(names=COCO17, unlabelled=()):

@@ -81,10 +81,34 @@ def test_stem_initialised_from_yolo_equals_the_teachers_layers(yolo_pose_weights
         expected = x
         for layer in teacher.model[:7]:
             expected = layer(expected)
-        torch.testing.assert_close(stem.body(x), expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(stem.features(x), expected, atol=1e-5, rtol=1e-5)
     assert expected.shape == (2, 128, 16, 12)
     assert not stem.body.training and not any(p.requires_grad for p in stem.body.parameters())
     assert stem(x).shape == (2, 16 * 12, 64)
+
+
+@pytest.mark.parametrize("hw", [(256, 192), (192, 144)])
+def test_neck_stem_gives_the_teachers_stride16_neck_output(yolo_pose_weights, hw) -> None:
+    """``yolo_neck`` equals layer 19 of yolo11n-pose run by Ultralytics itself (its skip connections
+    routed by its own forward); sides that are not multiples of 32 are padded and cut back to H/16 x W/16."""
+    from ultralytics.nn.tasks import load_checkpoint
+
+    stem = YoloStem(64, "yolo_neck")
+    stem.init_from_yolo(yolo_pose_weights)
+    stem.eval()
+    teacher, _ = load_checkpoint(str(yolo_pose_weights), device="cpu")
+    teacher = teacher.float().eval()
+    captured = {}
+    teacher.model[19].register_forward_hook(lambda _m, _i, out: captured.update(out=out))
+    x = torch.rand(2, 3, *hw)
+    padded = torch.nn.functional.pad(x, (0, -hw[1] % 32, 0, -hw[0] % 32))
+    with torch.no_grad():
+        teacher(padded)
+        features = stem.features(x)
+    expected = captured["out"][..., : hw[0] // 16, : hw[1] // 16]
+    assert features.shape == (2, 128, hw[0] // 16, hw[1] // 16)
+    torch.testing.assert_close(features, expected, atol=1e-4, rtol=1e-4)
+    assert stem(x).shape == (2, hw[0] // 16 * hw[1] // 16, 64)
 
 
 def test_preparing_for_inference_keeps_the_output() -> None:

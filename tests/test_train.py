@@ -1,19 +1,33 @@
-"""A tiny end-to-end training run: data -> steps -> validation -> checkpoint -> resume."""
+"""A tiny end-to-end training run: data -> steps -> validation -> checkpoint -> resume; and under torchrun.
+
+Run as a script (by ``torchrun``, from ``test_ddp_...``) this file is one process of a DDP run.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
+import poseapp.train as training
 from poseapp.cli import main
+from poseapp.data import PoseDataset, load_people
 from poseapp.models import WeightsError, create_model, load_model, save_model
 from poseapp.models.vit import resample_pos_embed
 from poseapp.skeleton import COCO17
-from poseapp.train import TrainConfig, build_model, lr_at, seed_from, train
+from poseapp.train import EpochOrder, SeededData, TrainConfig, build_model, lr_at, seed_from, train
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def write_dataset(folder, people: int = 6) -> tuple[str, str]:
@@ -44,7 +58,7 @@ def test_training_runs_validates_saves_and_resumes(tmp_path) -> None:
     saved = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert saved["state"]["epoch"] == 1 and saved["state"]["step"] == 2
 
-    cfg.epochs = 2
+    cfg.epochs, cfg.resume = 2, True
     train(cfg)
     saved = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert saved["state"]["epoch"] == 2 and saved["state"]["step"] == 4
@@ -116,6 +130,28 @@ def test_a_model_trained_at_256x192_seeds_one_at_192x144(tmp_path) -> None:
     assert model.pos_embed.shape == (1, 12 * 9, 192)
 
 
+def test_a_model_with_another_stem_is_seeded_around_the_teachers_layers(tmp_path, yolo_pose_weights) -> None:
+    """Seeding a ``yolo_neck`` model from a ``yolo`` one copies the transformer and head, while the whole
+    stem body is yolo11n-pose's own (the source's fine-tuned layers 0-6 would not fit layers 7-19)."""
+    from ultralytics.nn.tasks import load_checkpoint
+
+    source = create_model("evitpose_t", stem="yolo", img_hw=[64, 48])
+    for p in source.patch_embed.parameters():
+        torch.nn.init.normal_(p)  # a stem far from the teacher's
+    path = tmp_path / "old.safetensors"
+    save_model(source, path)
+    cfg = TrainConfig(
+        stem="yolo_neck", img_hw=(64, 48), init_from=str(path), stem_weights=str(yolo_pose_weights)
+    )
+    model = build_model(cfg)
+    reference = load_model(path).state_dict()
+    for name in ("blocks.0.attn.qkv.weight", "joint_tokens", "pos_embed", "norm.weight"):
+        assert torch.equal(model.state_dict()[name], reference[name]), name
+    teacher = load_checkpoint(str(yolo_pose_weights), device="cpu")[0].float().state_dict()
+    for name, value in model.patch_embed.body.state_dict().items():
+        torch.testing.assert_close(value, teacher[f"model.{name}"], msg=name)
+
+
 def test_position_embeddings_resample_smoothly() -> None:
     constant = torch.ones(1, 16 * 12, 4) * torch.arange(4.0)
     expected = torch.ones(1, 12 * 9, 4) * torch.arange(4.0)
@@ -149,3 +185,140 @@ def test_train_init_keeps_the_checkpoints_crop_size(tmp_path, capsys) -> None:
     ann, images = write_dataset(tmp_path)
     assert main(["train", "--init", str(path), "--train", ann, images, "--input-size", "192x144"]) != 0
     assert "--init-from" in capsys.readouterr().err
+
+
+def tiny_config(data: tuple[str, str], out: Path, **changes) -> TrainConfig:
+    """Two epochs of two steps (4 training people, batch 2) of a small EViTPose-T on ``data``."""
+    cfg = TrainConfig(model="evitpose_t", stem="patch", img_hw=(64, 48), train=[data], holdout=2,
+                      out=str(out), epochs=2, batch=2, workers=0, warmup_steps=1)  # fmt: skip
+    return replace(cfg, **changes)
+
+
+def without_wall_clock(history: list[dict]) -> list[dict]:
+    """The history entries without their wall-clock minutes, which no rerun reproduces."""
+    return [{k: v for k, v in entry.items() if k != "minutes"} for entry in history]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_stopped_and_resumed_run_equals_one_never_stopped(tmp_path, workers: int) -> None:
+    data = write_dataset(tmp_path)
+    train(tiny_config(data, tmp_path / "whole", workers=workers))
+    for stop in (1, 3):  # in the middle of each epoch
+        train(tiny_config(data, tmp_path / "parts", workers=workers, max_steps=stop, resume=stop > 1))
+        assert torch.load(tmp_path / "parts" / "last.pt", weights_only=True)["state"]["step"] == stop
+    train(tiny_config(data, tmp_path / "parts", workers=workers, resume=True))
+
+    whole, parts = (torch.load(tmp_path / run / "last.pt", weights_only=True) for run in ("whole", "parts"))
+    assert parts["state"]["step"] == whole["state"]["step"] == 4
+    assert whole["model"].keys() == parts["model"].keys()
+    for name, value in whole["model"].items():
+        assert torch.equal(parts["model"][name], value), name
+    assert len(whole["state"]["history"]) == 2
+    assert without_wall_clock(parts["state"]["history"]) == without_wall_clock(whole["state"]["history"])
+
+
+def test_a_resumed_run_loads_only_the_samples_it_trains_on(tmp_path, monkeypatch) -> None:
+    data = write_dataset(tmp_path)
+    train(tiny_config(data, tmp_path / "run", epochs=1, max_steps=1))
+    loaded: list[int] = []
+    read = PoseDataset.__getitem__
+
+    def counting(self: PoseDataset, index: int):
+        if self.train:
+            loaded.append(index)
+        return read(self, index)
+
+    monkeypatch.setattr(PoseDataset, "__getitem__", counting)
+    train(tiny_config(data, tmp_path / "run", epochs=1, resume=True))
+    assert len(loaded) == 2  # the epoch's second step; its first was trained before the stop
+
+
+def test_the_epoch_order_is_a_function_of_seed_and_epoch_alone() -> None:
+    first, again = EpochOrder(range(10), seed=3), EpochOrder(range(10), seed=3)
+    first.set_epoch(2)
+    again.set_epoch(2, start=4)
+    whole = list(first)
+    assert sorted(index for index, _ in whole) == list(range(10))
+    assert list(again) == whole[4:] and len(again) == 6
+    again.set_epoch(3)
+    assert [index for index, _ in again] != [index for index, _ in whole]
+    shares = [EpochOrder(range(10), seed=3, rank=rank, world=2) for rank in (0, 1)]
+    assert sorted(index for share in shares for index, _ in share) == list(range(10))
+
+
+def test_a_seeded_sample_depends_on_its_key_alone(tmp_path) -> None:
+    ann, images = write_dataset(tmp_path)
+    data = SeededData(PoseDataset(load_people(ann, images), train=True))
+    state = torch.get_rng_state()
+    first = data[0, 7]
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's generator is left alone
+    torch.manual_seed(123)
+    assert torch.equal(data[0, 7].image, first.image)
+    assert not torch.equal(data[0, 8].image, first.image)
+
+
+@pytest.mark.parametrize("flag, message", [(["--resume"], "no run to continue"), ([], "pass --resume")])
+def test_train_resumes_only_when_asked_and_able(tmp_path, capsys, flag: list[str], message: str) -> None:
+    ann, images = write_dataset(tmp_path)
+    out = tmp_path / "run"
+    if not flag:
+        out.mkdir()
+        (out / "last.pt").write_bytes(b"")
+    assert main(["train", "--train", ann, images, "--stem", "patch", "--out", str(out), *flag]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "last.pt" in err and len(err.splitlines()) == 1
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_ddp_trains_through_the_release_of_the_stem(tmp_path, yolo_pose_weights) -> None:
+    """Two CPU processes (gloo): the stem frozen in epoch 1 and released in epoch 2 (DDP wrapped again),
+    EMGPose with its quality loss too; both processes end with the same weights."""
+    data = write_dataset(tmp_path, people=10)  # 8 training people: 2 steps of 2 per process and epoch
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+               "--master_addr", "127.0.0.1", "--master_port", str(free_port()), __file__,
+               str(tmp_path), *data, str(yolo_pose_weights)]  # fmt: skip
+    run = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    for model in ("evitpose_t", "emgpose_t"):
+        ranks = [torch.load(tmp_path / f"{model}-rank{rank}.pt", weights_only=True) for rank in (0, 1)]
+        assert torch.load(tmp_path / model / "last.pt", weights_only=True)["state"]["step"] == 4
+        for name, value in ranks[0]["after"].items():
+            assert torch.equal(ranks[1]["after"][name], value), f"{model} {name}"
+        stem = [name for name in ranks[0]["before"] if name.startswith("patch_embed.body.")]
+        assert stem and any(not torch.equal(ranks[0]["before"][n], ranks[0]["after"][n]) for n in stem)
+
+
+def ddp_process(folder: str, ann: str, images: str, stem_weights: str) -> None:
+    """One process of ``test_ddp_...``: train each tiny config, then save this process's parameters
+    as built (``before``) and as trained (``after``) to ``<folder>/<model>-rank<rank>.pt``."""
+    torch.set_num_threads(1)
+    rank = int(os.environ["RANK"])
+    build = training.build_model
+    built: list[tuple[nn.Module, dict[str, torch.Tensor]]] = []
+
+    def parameters(model: nn.Module) -> dict[str, torch.Tensor]:
+        return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+    def keep(cfg: TrainConfig) -> nn.Module:
+        model = build(cfg)
+        built.append((model, parameters(model)))
+        return model
+
+    training.build_model = keep
+    for name, hw in (("evitpose_t", (64, 48)), ("emgpose_t", (64, 64))):
+        cfg = TrainConfig(model=name, stem="yolo", stem_weights=stem_weights, img_hw=hw, holdout=2,
+                          train=[(ann, images)], out=f"{folder}/{name}", epochs=2, batch=2, workers=0,
+                          warmup_steps=1, freeze_stem_epochs=1, quality_from_epoch=0)  # fmt: skip
+        train(cfg)
+        model, before = built[-1]
+        torch.save({"before": before, "after": parameters(model)}, f"{folder}/{name}-rank{rank}.pt")
+
+
+if __name__ == "__main__":
+    ddp_process(*sys.argv[1:])

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import cv2
@@ -349,11 +352,26 @@ def test_bad_inputs_fail_on_open_with_one_line_messages(tmp_path):
     _check_one_line_error(lambda: open_source(str(no_frames)), str(no_frames), "no decodable")
     _check_one_line_error(lambda: probe(str(no_frames)), str(no_frames))
 
-    _check_one_line_error(lambda: open_source("99"), "webcam 99")
-
     empty = tmp_path / "empty"
     empty.mkdir()
     _check_one_line_error(lambda: open_source(str(empty)), str(empty))
+
+
+def test_a_missing_webcam_is_one_line_on_stderr_and_a_failed_run(tmp_path):
+    """``main.py --video 99`` on a machine without that camera: OpenCV's own warnings from each backend
+    it tried stay silent, leaving the project's one line (and a non-zero exit)."""
+    main = Path(__file__).resolve().parent.parent / "main.py"
+    run = subprocess.run(
+        [sys.executable, str(main), "--video", "99", "--out", str(tmp_path / "x.mp4")],
+        cwd=tmp_path,  # no file named "99" here: the spec means a webcam
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode != 0
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "cannot open webcam 99" in lines[0], run.stderr
+    assert not (tmp_path / "x.mp4").exists()
 
 
 def test_unwritable_outputs_fail_before_any_frame(tmp_path):

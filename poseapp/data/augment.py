@@ -54,6 +54,19 @@ class AugmentConfig:
     """The pasted person's box height as a fraction of the crop's height."""
     paste_offset: float = 0.5
     """The pasted person's centre is shifted from the crop's by up to this fraction of each side."""
+    truncate_prob: float = 0.25
+    """Probability that the photo's frame cuts the person off (``truncate``): legs, arms or head outside."""
+    truncate_fraction: tuple[float, float] = (0.15, 0.6)
+    """The share of the person's box the frame cuts away."""
+    aspect_jitter: float = 1.2
+    """The window's width is scaled by a factor in ``[1 / aspect_jitter, aspect_jitter]`` (stretched
+    photos)."""
+    blur_prob: float = 0.15
+    blur_sigma: tuple[float, float] = (0.6, 2.0)
+    """Gaussian blur of the crop, its sigma in pixels (defocus, small people upscaled)."""
+    dark_prob: float = 0.15
+    dark_gain: tuple[float, float] = (0.15, 0.6)
+    """Low light: the crop is scaled by this gain, gamma-lifted a little and given sensor noise."""
 
 
 class Window(NamedTuple):
@@ -119,9 +132,72 @@ def sample_window(
         if half is not None:
             center, size = half
     size = size * rng.uniform(*cfg.scale_range)
+    size[0] *= np.exp(rng.uniform(-np.log(cfg.aspect_jitter), np.log(cfg.aspect_jitter)))
     rotation = rng.uniform(-cfg.rotation_deg, cfg.rotation_deg) if rng.random() < cfg.rotation_prob else 0.0
     flip = rng.random() < cfg.flip_prob
     return Window(center, size, float(rotation), bool(flip))
+
+
+class Cut(NamedTuple):
+    """A frame edge through a person: everything beyond ``position`` along ``axis`` (0: x, 1: y) on the
+    ``after`` side (True: larger coordinates) is outside the photo."""
+
+    axis: int
+    position: float
+    after: bool
+
+    def outside(self, xy: np.ndarray) -> np.ndarray:
+        """Which points lie beyond the edge."""
+        coordinate = np.asarray(xy, dtype=np.float64)[:, self.axis]
+        return coordinate > self.position if self.after else coordinate < self.position
+
+
+def truncate(
+    box_xywh: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, Cut] | None:
+    """With probability ``cfg.truncate_prob``, a frame edge through the person (``Cut``) and the box of
+    what stays in the photo. The bottom edge is the most common in ordinary photos (legs cut off), then
+    the sides (an arm or half the body), then the top. The caller blanks the pixels beyond the edge and
+    unlabels the joints there, as the edge of a real photo would."""
+    if rng.random() >= cfg.truncate_prob:
+        return None
+    x, y, w, h = (float(v) for v in box_xywh)
+    side = rng.choice(4, p=[0.5, 0.2, 0.2, 0.1])  # bottom, left, right, top
+    share = rng.uniform(*cfg.truncate_fraction)
+    if side == 0:
+        return np.array([x, y, w, h * (1 - share)]), Cut(1, y + h * (1 - share), True)
+    if side == 3:
+        return np.array([x, y + h * share, w, h * (1 - share)]), Cut(1, y + h * share, False)
+    if side == 1:
+        return np.array([x + w * share, y, w * (1 - share), h]), Cut(0, x + w * share, False)
+    return np.array([x, y, w * (1 - share), h]), Cut(0, x + w * (1 - share), True)
+
+
+def blank_beyond(image: np.ndarray, cut: Cut) -> np.ndarray:
+    """A copy of ``image`` black beyond ``cut`` (what a crop past the photo's edge holds)."""
+    out = image.copy()
+    edge = int(
+        np.clip(
+            np.ceil(cut.position) if cut.after else np.floor(cut.position) + 1, 0, image.shape[1 - cut.axis]
+        )
+    )
+    index = [slice(None), slice(None)]
+    index[1 - cut.axis] = slice(edge, None) if cut.after else slice(0, edge)
+    out[tuple(index)] = 0
+    return out
+
+
+def degrade(img: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+    """Blur (probability ``cfg.blur_prob``) and low light (``cfg.dark_prob``): darker, noisier crops, as
+    ordinary photos indoors or at night are; the targets are untouched."""
+    out = img
+    if rng.random() < cfg.blur_prob:
+        out = cv2.GaussianBlur(out, (0, 0), rng.uniform(*cfg.blur_sigma))
+    if rng.random() < cfg.dark_prob:
+        light = (out.astype(np.float32) / 255) ** rng.uniform(0.8, 1.0) * rng.uniform(*cfg.dark_gain)
+        noise = rng.normal(0.0, rng.uniform(0.005, 0.03), size=light.shape).astype(np.float32)
+        out = np.rint(np.clip(light + noise, 0, 1) * 255).astype(np.uint8)
+    return out
 
 
 def flip_joints(xy: np.ndarray, vis: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:

@@ -15,12 +15,15 @@ from torch.utils.data import Dataset
 
 from poseapp.data.augment import (
     AugmentConfig,
+    blank_beyond,
+    degrade,
     flip_joints,
     jitter_colour,
     occlude,
     paste_person,
     sample_rng,
     sample_window,
+    truncate,
 )
 from poseapp.skeleton import FLIP_INDEX, NUM_JOINTS, joint_mapping, to_unified
 from poseapp.transforms import (
@@ -227,11 +230,22 @@ class PoseDataset(Dataset[Sample]):
         width = image.shape[1]
         w, h = self.input_size
         padding = TRAIN_PADDING if self.train else CROP_PADDING
-        center, size = box_to_center_scale(person.box_xywh, aspect=w / h, padding=padding)
-        xy, visibility, confidence = person.xy, person.visibility, self._confidence(index)
+        box, xy, visibility, confidence = (
+            person.box_xywh,
+            person.xy,
+            person.visibility,
+            self._confidence(index),
+        )
         rotation, flip = 0.0, False
         if self.train:
             rng = sample_rng()
+            cut = truncate(box, self.augment, rng)
+            if cut is not None:
+                box, edge = cut
+                image = blank_beyond(image, edge)
+                visibility = np.where(edge.outside(xy), 0.0, visibility)
+        center, size = box_to_center_scale(box, aspect=w / h, padding=padding)
+        if self.train:
             center, size, rotation, flip = sample_window(center, size, xy, visibility, self.augment, rng)
         if flip:
             xy, visibility = flip_joints(xy, visibility, width)
@@ -247,7 +261,9 @@ class PoseDataset(Dataset[Sample]):
             if paste > 0 and len(self.people) > 1 and rng.random() < paste:
                 box_height = person.box_xywh[3] * np.sqrt(abs(np.linalg.det(matrix[:, :2])))
                 crop = self._paste_other(crop, index, (joints, visibility, box_height), rng)
-            crop = occlude(jitter_colour(crop, self.augment, rng), self.augment, rng)
+            crop = occlude(
+                degrade(jitter_colour(crop, self.augment, rng), self.augment, rng), self.augment, rng
+            )
 
         target, inside = encode_heatmaps(
             joints, visibility, self.sigma, heatmap_size(self.input_size), self.input_size

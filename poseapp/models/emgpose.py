@@ -30,8 +30,8 @@ from torch import nn
 from .heads import DeconvHead, TokenHeatmapHead, heatmap_hw
 from .knob import Knob
 from .record import PoseOutput
-from .stem import YoloStem
-from .vit import DEFAULT_IMG_HW, Block, Mlp, PatchEmbed, ViTSize, init_weights, patch_importance
+from .stem import YoloStem, make_stem
+from .vit import DEFAULT_IMG_HW, Block, Mlp, ViTSize, init_weights, patch_importance
 from .wbas import wbas_merge
 
 SPLITS = (1, 2, 3)
@@ -127,7 +127,7 @@ class EMGPose(nn.Module):
         self.input_size = (img_hw[1], img_hw[0])
         """(w, h) of the crops it takes."""
         self.grid = (img_hw[0] // (2 * patch), img_hw[1] // (2 * patch))
-        self.patch_embed = YoloStem(dim) if stem == "yolo" else PatchEmbed(dim, patch)
+        self.patch_embed = make_stem(stem, dim, patch)
         self.pos_coarse = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1], dim))
         self.pos_fine = nn.Parameter(torch.zeros(1, dim, 2 * self.grid[0], 2 * self.grid[1]))
         self.keypoint_tokens = nn.Parameter(torch.zeros(1, num_joints, dim))

@@ -20,8 +20,8 @@ from torch import nn
 from .heads import DeconvHead, TokenHeatmapHead, heatmap_hw
 from .knob import Knob
 from .record import PoseOutput
-from .stem import YoloStem
-from .vit import DEFAULT_IMG_HW, Block, PatchEmbed, ViTSize, init_weights, patch_importance
+from .stem import make_stem
+from .vit import DEFAULT_IMG_HW, Block, ViTSize, init_weights, patch_importance
 
 
 def _scatter_rows(target: torch.Tensor, index: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -52,7 +52,7 @@ class EViTPose(nn.Module):
         self.grid = (img_hw[0] // patch, img_hw[1] // patch)
         self.input_size = (img_hw[1], img_hw[0])
         """(w, h) of the crops it takes."""
-        self.patch_embed = YoloStem(size.dim) if stem == "yolo" else PatchEmbed(size.dim, patch)
+        self.patch_embed = make_stem(stem, size.dim, patch)
         self.pos_embed = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1], size.dim))
         self.joint_tokens = nn.Parameter(torch.zeros(1, num_joints, size.dim))
         self.blocks = nn.ModuleList(Block(size.dim, size.heads, size.mlp_ratio) for _ in range(size.depth))

@@ -1,9 +1,16 @@
-"""Convolutional stem with the layout of yolo11n-pose's layers 0-6, for a pose-trained warm start.
+"""Convolutional stems cut from yolo11n-pose, for a pose-trained warm start.
 
-Those layers turn a 256x192 crop into exactly the 16x12 grid of 128-channel features (stride 16); a 1x1
-convolution projects them to the transformer width. The architecture is built from Ultralytics' own
-building blocks (no weights); ``init_from_yolo`` copies the teacher's trained tensors in at
-training time. The project's checkpoints then hold plain tensors like every other layer.
+Two depths of the same network give the same stride-16, 128-channel token grid:
+
+- ``yolo``: layers 0-6, the YOLO11 backbone at scale n up to stride 16.
+- ``yolo_neck``: layers 0-19, the backbone through stride 32 (SPPF, C2PSA) and the PAN neck back up to its
+  stride-16 output, the features yolo11n-pose's own pose head reads. They carry context from a 2x larger
+  window and were trained to locate keypoints, which transfers far better to ordinary photos (the second
+  probe of ``shared/TRAINING-FACTS.md``).
+
+The layers are built from Ultralytics' model description (no weights); ``init_from_yolo`` copies the
+teacher's trained tensors in at training time, so the project's checkpoints hold plain tensors like every
+other layer. A 1x1 convolution projects the features to the transformer width.
 """
 
 from __future__ import annotations
@@ -11,25 +18,26 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-YOLO_LAYERS = 7
+from .vit import PatchEmbed
+
 YOLO_CHANNELS = 128
+STEM_LAYERS: dict[str, int] = {"yolo": 7, "yolo_neck": 20}
+"""How many leading layers of yolo11n-pose each stem takes."""
+_STEM_STRIDE = 16
+_DEEPEST_STRIDE = {"yolo": 16, "yolo_neck": 32}  # the input is padded to a multiple of this
 
 
-def yolo_stem_body() -> nn.Sequential:
-    """yolo11n-pose layers 0-6 (the YOLO11 backbone at scale n up to stride 16), random weights."""
-    from ultralytics.nn.modules import C3k2, Conv
+def yolo_stem_body(layers: int) -> nn.ModuleList:
+    """The first ``layers`` layers of yolo11n-pose with random weights, each keeping Ultralytics' ``f``
+    (the earlier layer(s) it reads; -1 = the one before) so that ``YoloStem`` can route the neck's skip
+    connections."""
+    from ultralytics.nn.tasks import PoseModel
 
-    body = nn.Sequential(
-        Conv(3, 16, 3, 2),
-        Conv(16, 32, 3, 2),
-        C3k2(32, 64, 1, False, 0.25),
-        Conv(64, 64, 3, 2),
-        C3k2(64, 128, 1, False, 0.25),
-        Conv(128, 128, 3, 2),
-        C3k2(128, 128, 1, True),
-    )
+    model = PoseModel("yolo11n-pose.yaml", verbose=False)
+    body = nn.ModuleList(list(model.model)[:layers])
     for module in body.modules():
         if isinstance(module, nn.BatchNorm2d):  # Ultralytics' BatchNorm settings
             module.eps, module.momentum = 1e-3, 0.03
@@ -37,25 +45,50 @@ def yolo_stem_body() -> nn.Sequential:
 
 
 class YoloStem(nn.Module):
-    """(B, 3, H, W) RGB in [0, 1] -> (B, H/16 * W/16, dim) tokens."""
+    """(B, 3, H, W) RGB in [0, 1] -> (B, H/16 * W/16, dim) tokens, for H and W multiples of 16."""
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, kind: str = "yolo") -> None:
         super().__init__()
-        self.body = yolo_stem_body()
+        if kind not in STEM_LAYERS:
+            raise ValueError(f"unknown stem {kind!r}; known: {', '.join(STEM_LAYERS)}")
+        self.kind = kind
+        self.body = yolo_stem_body(STEM_LAYERS[kind])
         self.proj = nn.Conv2d(YOLO_CHANNELS, dim, kernel_size=1)
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The stride-16 feature map (B, 128, H/16, W/16). The neck needs sides that are multiples of 32:
+        others are zero-padded at the right and bottom and the grid cut back afterwards."""
+        h, w = x.shape[-2:]
+        multiple = _DEEPEST_STRIDE[self.kind]
+        pad_h, pad_w = -h % multiple, -w % multiple
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+        outputs: list[torch.Tensor] = []
+        for layer in self.body:
+            source = layer.f
+            if source != -1:
+                x = (
+                    outputs[source]
+                    if isinstance(source, int)
+                    else [x if j == -1 else outputs[j] for j in source]
+                )
+            x = layer(x)
+            outputs.append(x)
+        return x[..., : h // _STEM_STRIDE, : w // _STEM_STRIDE]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.body(x)).flatten(2).transpose(1, 2)
+        return self.proj(self.features(x)).flatten(2).transpose(1, 2)
 
     def init_from_yolo(self, weights: str | Path) -> None:
-        """Copy layers 0-6 of an Ultralytics pose checkpoint (e.g. ``yolo11n-pose.pt``) into the body."""
+        """Copy this stem's layers of a yolo11n-pose checkpoint (``yolo11n-pose.pt``) into the body."""
         from ultralytics.nn.tasks import load_checkpoint
 
         teacher, _ = load_checkpoint(str(weights), device="cpu")
+        layers = len(self.body)
         state = {
             key.split(".", 1)[1]: value.float()
             for key, value in teacher.state_dict().items()
-            if key.split(".")[1].isdigit() and int(key.split(".")[1]) < YOLO_LAYERS
+            if key.split(".")[1].isdigit() and int(key.split(".")[1]) < layers
         }
         self.body.load_state_dict(state)
 
@@ -81,3 +114,9 @@ class YoloStem(nn.Module):
         if not next(self.body.parameters()).requires_grad:
             self.body.eval()
         return self
+
+
+def make_stem(kind: str, dim: int, patch: int) -> nn.Module:
+    """The patch embedding a pose model's ``stem`` config names: ``patch`` (a linear ``patch`` x ``patch``
+    embedding) or one of the ``YoloStem`` depths (``STEM_LAYERS``)."""
+    return PatchEmbed(dim, patch) if kind == "patch" else YoloStem(dim, kind)

@@ -8,8 +8,8 @@ from torch import nn
 from .heads import DeconvHead
 from .knob import FIXED, Knob
 from .record import PoseOutput
-from .stem import YoloStem
-from .vit import DEFAULT_IMG_HW, Block, PatchEmbed, ViTSize, init_weights
+from .stem import make_stem
+from .vit import DEFAULT_IMG_HW, Block, ViTSize, init_weights
 
 
 class ViTPose(nn.Module):
@@ -29,7 +29,7 @@ class ViTPose(nn.Module):
         self.grid = (img_hw[0] // patch, img_hw[1] // patch)
         self.input_size = (img_hw[1], img_hw[0])
         """(w, h) of the crops it takes."""
-        self.patch_embed = YoloStem(size.dim) if stem == "yolo" else PatchEmbed(size.dim, patch)
+        self.patch_embed = make_stem(stem, size.dim, patch)
         self.pos_embed = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1], size.dim))
         self.blocks = nn.ModuleList(Block(size.dim, size.heads, size.mlp_ratio) for _ in range(size.depth))
         self.norm = nn.LayerNorm(size.dim, eps=1e-6)

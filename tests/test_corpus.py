@@ -1,0 +1,231 @@
+"""The distillation corpus: de-duplication, teacher fusion, truncation augmentation, scan/label/export."""
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from poseapp.corpus import (
+    Candidate,
+    crop_hash,
+    dedupe,
+    export_corpus,
+    label_corpus,
+    parse_source,
+    roboflow_group,
+    scan_sources,
+)
+from poseapp.data import AugmentConfig, PoseDataset, load_people
+from poseapp.data.augment import Cut, blank_beyond, truncate
+from poseapp.evaluate import Predictions
+from poseapp.label import fuse_teachers
+from poseapp.skeleton import INDEX, NUM_JOINTS
+from poseapp.transforms import transform_points
+from tests.test_data import LSP_NAMES, annotation, write_coco
+
+
+def _textured(seed: int, shape=(120, 60)) -> np.ndarray:
+    """A BGR image with large random blobs (a stand-in photo whose hash is stable under small changes)."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, size=(8, 6, 3), dtype=np.uint8)
+    return cv2.resize(small, shape[::-1], interpolation=cv2.INTER_CUBIC)
+
+
+def _candidate(i, image, source="a", group="", file=None) -> Candidate:
+    box = [0.0, 0.0, float(image.shape[1]), float(image.shape[0])]
+    h, m = crop_hash(image, box)
+    return Candidate(i, source, file or f"{i}.jpg", box, h, m, group)
+
+
+def test_mirror_hash_is_the_hash_of_the_mirrored_crop():
+    image = _textured(1)
+    box = [5, 10, 40, 100]
+    _, mirror = crop_hash(image, box)
+    flipped = image[:, ::-1]
+    x = image.shape[1] - (box[0] + box[2])
+    assert crop_hash(flipped, [x, box[1], box[2], box[3]])[0] == mirror
+
+
+def test_dedupe_drops_copies_and_keeps_different_people():
+    a, b = _textured(1), _textured(2)
+    brighter = np.clip(a.astype(int) + 12, 0, 255).astype(np.uint8)
+    candidates = [
+        _candidate(0, a),
+        _candidate(1, b),
+        _candidate(2, brighter),  # the same photo, re-exposed
+        _candidate(3, np.ascontiguousarray(a[:, ::-1])),  # mirrored
+        _candidate(4, _textured(3), group="photo_jpg", file="x.rf.1.jpg"),
+        _candidate(5, _textured(4), group="photo_jpg", file="x.rf.2.jpg"),  # another augmented version
+        _candidate(6, _textured(5), source="b", group="photo_jpg", file="y.jpg"),  # same name, other source
+    ]
+    kept, dropped = dedupe(candidates)
+    assert [c.id for c in kept] == [0, 1, 4, 6]
+    assert dropped == {"a": 3}
+
+
+def test_roboflow_copies_share_their_group():
+    assert roboflow_group("train/images/-1-_jpg.rf.2c57a6.jpg") == roboflow_group("-1-_jpg.rf.e981.jpg")
+    assert roboflow_group("plain.jpg") == "plain.jpg"
+
+
+def test_fusion_keeps_agreeing_joints_and_discounts_disagreement():
+    xy = np.tile([[50.0, 100.0]], (NUM_JOINTS, 1))
+    other = xy.copy()
+    knee = INDEX["left_knee"]
+    other[knee] += [60.0, 0.0]  # the teachers disagree about one knee by 0.3 box heights
+    first, second = np.full(NUM_JOINTS, 0.9), np.full(NUM_JOINTS, 0.8)
+    fused_xy, weight = fuse_teachers(xy, first, other, second, box_area=100 * 200)
+    np.testing.assert_array_equal(fused_xy, xy)  # positions are the primary teacher's
+    agree = np.arange(NUM_JOINTS) != knee
+    np.testing.assert_allclose(weight[agree], 0.9)
+    assert weight[knee] < 0.3
+    # an unsure secondary teacher barely counts; one with no answer not at all
+    _, unsure = fuse_teachers(xy, first, other, np.full(NUM_JOINTS, 0.1), box_area=100 * 200)
+    assert unsure[knee] > 0.8
+    _, silent = fuse_teachers(xy, first, other, np.zeros(NUM_JOINTS), box_area=100 * 200)
+    np.testing.assert_allclose(silent, 0.9)
+
+
+def test_truncation_cuts_the_box_and_says_which_side():
+    rng = np.random.default_rng(0)
+    cfg = AugmentConfig(truncate_prob=1.0)
+    box = np.array([10.0, 20.0, 100.0, 200.0])
+    for _ in range(40):
+        kept_box, cut = truncate(box, cfg, rng)
+        corners = np.array([kept_box[:2], kept_box[:2] + kept_box[2:]])
+        assert not cut.outside(corners + [[1e-6, 1e-6], [-1e-6, -1e-6]]).any()  # the kept box is inside
+        assert kept_box[2] * kept_box[3] < box[2] * box[3]
+    assert truncate(box, AugmentConfig(truncate_prob=0.0), rng) is None
+
+
+def test_blank_beyond_blacks_out_exactly_the_far_side():
+    image = np.full((10, 8, 3), 200, np.uint8)
+    out = blank_beyond(image, Cut(axis=1, position=5.5, after=True))
+    assert (out[6:] == 0).all() and (out[:6] == 200).all()
+    out = blank_beyond(image, Cut(axis=0, position=2.5, after=False))
+    assert (out[:, :3] == 0).all() and (out[:, 3:] == 200).all()
+    assert (image == 200).all()  # the input is kept
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_truncated_crops_keep_labels_consistent(tmp_path, seed):
+    """Joints the frame cut off get no weight and are blank in the crop; every joint that keeps a weight is
+    still on its dot."""
+    (person,) = load_people(write_coco(tmp_path, [annotation(1)]), tmp_path / "images")
+    cfg = AugmentConfig(truncate_prob=1.0, colour_prob=0, occlusion_prob=0, blur_prob=0, dark_prob=0)
+    torch.manual_seed(seed)
+    sample = PoseDataset([person], train=True, augment=cfg)[0]
+    brightness = sample.image.amax(0).numpy()
+    matrix = sample.matrix.numpy()
+    mirrored = np.linalg.det(matrix[:, :2]) < 0
+    crop_xy = transform_points(person.xy, matrix)  # where each labelled dot lands in the crop
+    weights = sample.weight.numpy()
+    if mirrored:  # channels are swapped left/right in a flipped crop
+        from poseapp.skeleton import FLIP_INDEX
+
+        weights = weights[FLIP_INDEX]
+    kept = 0
+    height, width = brightness.shape
+    for j, (x, y) in enumerate(crop_xy):
+        if not (2 <= x < width - 2 and 2 <= y < height - 2):
+            continue
+        window = brightness[max(round(y) - 1, 0) : round(y) + 2, max(round(x) - 1, 0) : round(x) + 2]
+        if weights[j] > 0:
+            kept += 1
+            assert window.max() > 0.6, f"joint {j} keeps a weight but its dot is gone"
+        else:  # the joint itself lies beyond the edge (a dot cut through its middle may show half)
+            assert brightness[round(y), round(x)] < 0.5, f"joint {j} has no weight but is in the crop"
+    assert kept >= 3 and weights.sum() < NUM_JOINTS
+
+
+class _FakeTeacher:
+    """Answers every box with the box's own corners and centre as joints; ``shift`` moves one joint."""
+
+    def __init__(self, shift: float = 0.0) -> None:
+        self.shift, self.calls = shift, 0
+
+    def predict(self, image, boxes_xywh, knob=None) -> Predictions:
+        self.calls += 1
+        n = len(boxes_xywh)
+        xy = np.zeros((n, NUM_JOINTS, 2))
+        scores = np.zeros((n, NUM_JOINTS))
+        for i, (x, y, w, h) in enumerate(boxes_xywh):
+            xy[i, :17] = np.column_stack([np.linspace(x, x + w, 17), np.linspace(y, y + h, 17)])
+            xy[i, INDEX["left_knee"], 0] += self.shift
+            scores[i, :17] = 0.9
+        return Predictions(xy, scores, np.full(n, np.nan))
+
+
+def _yolo_source(root: Path) -> None:
+    """Two photos in Roboflow's layout, the second an augmented copy of the first, plus a third."""
+    (root / "train" / "images").mkdir(parents=True)
+    (root / "train" / "labels").mkdir(parents=True)
+    for name, seed in (("a_jpg.rf.1", 1), ("a_jpg.rf.2", 1), ("b_jpg.rf.1", 2)):
+        cv2.imwrite(str(root / "train" / "images" / f"{name}.jpg"), _textured(seed, (200, 200)))
+        (root / "train" / "labels" / f"{name}.txt").write_text("0 0.5 0.5 0.3 0.8\n0 0.1 0.1 0.05 0.05\n")
+
+
+def test_corpus_scans_labels_resumes_and_exports(tmp_path):
+    _yolo_source(tmp_path / "photos")
+    (tmp_path / "crops").mkdir()
+    cv2.imwrite(str(tmp_path / "crops" / "p.jpg"), _textured(7, (128, 64)))
+    coco = write_coco(tmp_path, [annotation(1, names=LSP_NAMES)], names=LSP_NAMES)
+    sources = [
+        parse_source(f"photos=yolo:{tmp_path / 'photos'}@someone/photos @ abc"),
+        parse_source(f"crops=crops:{tmp_path / 'crops'}"),
+        parse_source(f"lsp=coco:{coco}:{tmp_path / 'images'}"),
+    ]
+    out = tmp_path / "corpus"
+    kept, found, dropped = scan_sources(sources, out, min_height=48)
+    assert found == {"photos": 3, "crops": 1, "lsp": 1}  # the 10-pixel boxes are skipped
+    assert dropped == {"photos": 1}  # the augmented copy
+    assert len(kept) == 4 and (out / "people.jsonl").is_file()
+
+    primary, secondary = _FakeTeacher(), _FakeTeacher(shift=60.0)
+    assert label_corpus(out, sources, primary, secondary, shard=0, shards=2) == 2
+    # a stop mid-line leaves a cut line, which is labelled again
+    with open(out / "labels-1.jsonl", "w") as f:
+        f.write('{"id": 1, "xy": [[')
+    assert label_corpus(out, sources, primary, secondary, shard=1, shards=2) == 2
+    assert label_corpus(out, sources, primary, secondary, shard=0, shards=2) == 0  # nothing left
+
+    manifest = export_corpus(out, sources, min_confidence=0.3)
+    assert manifest["people"] == 4
+    assert [s["people"] for s in manifest["sources"]] == [2, 1, 1]
+    assert manifest["sources"][0]["origin"] == "someone/photos @ abc"
+    for entry in manifest["sources"]:
+        people = load_people(entry["annotations"], entry["images"])
+        for person in people:
+            assert Path(person.image_path).is_file()
+            assert person.confidence[INDEX["left_knee"]] < 0.3  # the teachers disagree there
+            assert person.confidence[INDEX["nose"]] == pytest.approx(0.9)
+    (lsp,) = load_people(manifest["sources"][2]["annotations"], manifest["sources"][2]["images"])
+    assert lsp.visibility[INDEX["head_top"]] > 0 and lsp.confidence[INDEX["head_top"]] == 1.0  # human label
+    data = json.loads(Path(manifest["sources"][0]["annotations"]).read_text())
+    assert data["info"]["origin"] == "someone/photos @ abc"
+
+    # a corpus grows: another source is appended with the next ids, its copies of known people dropped
+    (tmp_path / "more").mkdir()
+    cv2.imwrite(str(tmp_path / "more" / "new.jpg"), _textured(9, (128, 64)))
+    cv2.imwrite(str(tmp_path / "more" / "old.jpg"), _textured(7, (128, 64)))  # the crop seen before
+    added, found, dropped = scan_sources([parse_source(f"more=crops:{tmp_path / 'more'}")], out)
+    assert [c.id for c in added] == [4] and found == {"more": 2} and dropped == {"more": 1}
+    assert len((out / "people.jsonl").read_text().splitlines()) == 5
+
+
+@pytest.mark.parametrize(
+    "text", ["noequals", "x=yolo", "x=unknown:/tmp", "x=coco:ann.json", "x=crops:/does/not/exist"]
+)
+def test_bad_source_specs_are_refused(text):
+    with pytest.raises((ValueError, FileNotFoundError)):
+        parse_source(text)
+
+
+def test_corpus_command_refuses_bad_shards(tmp_path, capsys):
+    from poseapp.cli import main
+
+    assert main(["corpus", "--out", str(tmp_path), "--shard", "2", "--shards", "2"]) == 2
+    assert "--shard" in capsys.readouterr().err
