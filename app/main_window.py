@@ -1,11 +1,12 @@
 """The desktop viewer: the annotated video, source / model / knob / overlay controls and live plots.
 
 Everything heavy runs in ``worker.Worker``; this module only turns widgets into worker commands and shows
-what the worker emits. ``run_gui`` is the entry point ``main.py`` calls.
+what the worker emits. ``run_gui`` is the entry point ``main.py`` (``poseapp.cli.launch``) calls.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import sys
@@ -39,17 +40,17 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
-from poseapp.cli import resolve_device
+from poseapp.cli import builder_from_args, overlays_from_args
 from poseapp.models.knob import FIXED
 from poseapp.models.zoo import WeightsError, describe_weights
-from poseapp.pipeline import REPO
+from poseapp.pipeline import DEFAULT_WEIGHTS
 from poseapp.render import Overlays, draw_result
 from poseapp.results import FrameResult
 from poseapp.run import pose_threads
 from poseapp.video import SourceInfo
 
 from .plots import PlotsPanel
-from .worker import DefaultPipelines, ModelInfo, PipelineFactory, Worker
+from .worker import ModelInfo, PipelineFactory, Worker
 
 OVERLAYS = (
     ("skeleton", "Skeleton", "S"),
@@ -94,9 +95,10 @@ class MainWindow(QMainWindow):
         weights: Sequence[str],
         source: str | None = "0",
         *,
-        weights_dir: Path = REPO / "weights",
+        weights_dir: Path = DEFAULT_WEIGHTS.parent,
         budget_ms: float | None = None,
         knob: float | None = None,
+        flip: bool = False,
         overlays: Overlays | None = None,
         out_dir: Path | None = None,
     ) -> None:
@@ -132,6 +134,7 @@ class MainWindow(QMainWindow):
         self.worker.source_opened.connect(self._on_source_opened)
         self.worker.source_ended.connect(self._on_source_ended)
         self.worker.recording_finished.connect(self._on_recording_finished)
+        self.flip_box.setChecked(flip)
         if budget_ms is not None:
             self.worker.set_budget(float(budget_ms))
         self.plots.set_budget(budget_ms)
@@ -434,25 +437,29 @@ def qt_application() -> QApplication:
     return QApplication.instance() or QApplication(sys.argv[:1])
 
 
-def run_gui(
-    source: str | None,
-    weights: str | Path,
-    detector: str | Path,
-    device: str = "cpu",
-    budget_ms: float | None = None,
-    knob: float | None = None,
-) -> int:
-    """Open the viewer on ``source`` (video file, image folder or webcam index; None = webcam 0) and run
-    Qt until the window closes; returns the exit code."""
-    torch.set_num_threads(pose_threads())
-    app = qt_application()
-    window = MainWindow(
-        DefaultPipelines(detector, resolve_device(device)),
-        [str(weights)],
-        source or "0",
-        budget_ms=budget_ms,
-        knob=knob,
+def window_from_args(args: argparse.Namespace) -> MainWindow:
+    """The viewer as the run options say (``main.py [--gui] ...``), honouring them as ``--video`` does: the
+    pipeline's (``cli.builder_from_args``: weights, detector, device, precision, ``--detect-every``,
+    ``--no-smooth``), ``--overlay`` and ``--threads``; ``--budget-ms``, ``--keep-ratio`` / ``--eta`` and
+    ``--flip`` are the window's starting settings, which its controls then change. Needs the QApplication;
+    nothing runs before ``start()``."""
+    torch.set_num_threads(args.threads or pose_threads())
+    return MainWindow(
+        builder_from_args(args, runtime_knob=True),
+        [args.weights],
+        args.video or "0",
+        budget_ms=args.budget_ms,
+        knob=args.keep_ratio if args.keep_ratio is not None else args.eta,
+        flip=args.flip,
+        overlays=overlays_from_args(args),
     )
+
+
+def run_gui(args: argparse.Namespace) -> int:
+    """Open the viewer the run options describe (``window_from_args``) on ``--video`` (a video file, image
+    folder or webcam index; none: webcam 0) and run Qt until the window closes; returns the exit code."""
+    app = qt_application()
+    window = window_from_args(args)
     window.resize(1500, 950)
     window.show()
     window.start()

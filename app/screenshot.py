@@ -22,13 +22,12 @@ from pathlib import Path  # noqa: E402
 
 from PyQt6.QtCore import QTimer  # noqa: E402
 
-from poseapp.cli import resolve_device  # noqa: E402
+from poseapp.build import PipelineBuilder  # noqa: E402
 from poseapp.detect import DEFAULT_DETECTOR  # noqa: E402
-from poseapp.pipeline import DEFAULT_WEIGHTS  # noqa: E402
+from poseapp.pipeline import DEFAULT_WEIGHTS, PipelineConfig  # noqa: E402
 from poseapp.render import Overlays  # noqa: E402
 
 from .main_window import MainWindow, qt_application  # noqa: E402
-from .worker import DefaultPipelines  # noqa: E402
 
 OVERLAY_NAMES = [f.name for f in fields(Overlays) if isinstance(getattr(Overlays(), f.name), bool)]
 
@@ -54,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     app = qt_application()
     flags = {name: True for name in args.overlay} | {name: False for name in args.hide}
     window = MainWindow(
-        DefaultPipelines(args.detector, resolve_device(args.device)),
+        PipelineBuilder(PipelineConfig(device=args.device), args.detector),
         [args.weights],
         args.video,
         budget_ms=args.budget_ms,

@@ -13,36 +13,21 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 from PyQt6.QtCore import QObject, QThread, pyqtSignal
 
-from poseapp.detect import PersonDetector
-from poseapp.models import Knob, load_model
-from poseapp.pipeline import PipelineConfig, PosePipeline
+from poseapp.models import Knob
+from poseapp.pipeline import PosePipeline
 from poseapp.render import Overlays, draw_result
 from poseapp.results import Frame
 from poseapp.video import CaptureThread, SourceInfo, VideoError, VideoWriter, open_source
 
 PipelineFactory = Callable[[str], PosePipeline]
-"""Checkpoint path -> a fresh pipeline (a new model, tracker and smoother; a detector may be shared)."""
+"""Checkpoint path -> a fresh pipeline (a new model, tracker and smoother; a detector may be shared):
+``poseapp.build.PipelineBuilder``, or a stand-in in tests."""
 
 _IDLE_POLL_S = 0.1
 """Longest wait for a frame or a command before the loop looks at its flags again."""
-
-
-class DefaultPipelines:
-    """Pipelines of zoo checkpoints around one Ultralytics person detector, loaded on first use."""
-
-    def __init__(self, detector: str | Path, device: str = "cpu") -> None:
-        self.detector_path, self.device = detector, device
-        self._detector: PersonDetector | None = None
-
-    def __call__(self, weights: str) -> PosePipeline:
-        model = load_model(weights)
-        if self._detector is None:
-            self._detector = PersonDetector(self.detector_path, device=self.device)
-        return PosePipeline(PipelineConfig(weights=weights, device=self.device), self._detector, model=model)
 
 
 @dataclass(frozen=True)

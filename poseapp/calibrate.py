@@ -17,10 +17,9 @@ from torch.utils.data import DataLoader
 from .data import PoseDataset
 from .evaluate import pck
 from .flops import count_macs
-from .inference import keypoints_from_logits
+from .inference import image_keypoints
 from .models import EMGPose
 from .models.knob import Knob
-from .transforms import heatmaps_to_image
 
 ETA_GRID = np.round(np.linspace(0.0, 1.0, 21), 2)
 TOLERANCE = 0.01
@@ -48,8 +47,7 @@ def eta_curve(
         out = model(sample.image, model.knob.high)
         matrices = sample.matrix.numpy()
         for maps, into in ((out.coarse_heatmaps, coarse), (out.heatmaps, fine)):
-            xy, _ = keypoints_from_logits(maps)
-            into.append(heatmaps_to_image(xy.double(), matrices).numpy())
+            into.append(image_keypoints(maps, matrices)[0])
         quality.append(out.quality.float().numpy())
         macs_fine.append(count_macs(model, out).numpy())
         coarse_only = replace(out, fine_stage=torch.zeros_like(out.fine_stage))

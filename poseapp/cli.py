@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from .build import UsageError, check_knob, resolve_device
 from .models import MODEL_NAMES, OnnxPoseModel, WeightsError, create_model, load_model, prepare_for_inference
 from .models.stem import STEM_LAYERS
 from .models.vit import DEFAULT_IMG_HW
@@ -18,21 +19,11 @@ from .models.zoo import read_metadata
 from .precision import PRECISIONS, model_precision
 
 if TYPE_CHECKING:
+    from .build import PipelineBuilder
+    from .pipeline import PosePipeline
     from .render import Overlays
 
 PRECISION_HELP = "auto: bf16 autocast where the device computes bf16 natively, else fp32"
-
-
-class UsageError(Exception):
-    """A bad argument or input, reported as one line."""
-
-
-def resolve_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for, but no CUDA device is available")
-    return name
 
 
 def model_from_args(name: str, weights: str | None, stem: str = "patch") -> torch.nn.Module:
@@ -42,18 +33,6 @@ def model_from_args(name: str, weights: str | None, stem: str = "patch") -> torc
     if name not in MODEL_NAMES:
         raise UsageError(f"unknown model {name!r}; known: {', '.join(MODEL_NAMES)}")
     return prepare_for_inference(create_model(name, **({"stem": stem} if stem != "patch" else {})))
-
-
-def check_knob(model: torch.nn.Module, value: float | None) -> None:
-    """Refuse a knob value outside ``model``'s range (an ONNX export has the one value it was exported at)."""
-    knob = model.knob
-    if value is None or knob.low - 1e-9 <= value <= knob.high + 1e-9:
-        return
-    if isinstance(model, OnnxPoseModel):
-        raise UsageError(f"{model.path} was exported at {knob.name} {knob.default:g}, not {value:g}")
-    if knob.low == knob.high:
-        raise UsageError(f"{model.arch} has no knob to set")
-    raise UsageError(f"{model.arch}'s {knob.name} runs from {knob.low:g} to {knob.high:g}, not {value:g}")
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -319,10 +298,12 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(report.summary())
 
 
-def pipeline_from_args(args: argparse.Namespace):
-    """The detector + tracker + pose pipeline the run options describe."""
-    from .detect import PersonDetector
-    from .pipeline import PipelineConfig, PosePipeline
+def builder_from_args(args: argparse.Namespace, runtime_knob: bool = False) -> PipelineBuilder:
+    """The pipeline builder the run options describe (``build.PipelineBuilder``), checked without loading
+    anything. ``runtime_knob``: leave ``--budget-ms``, ``--keep-ratio`` and ``--eta`` out of the pipeline's
+    configuration, for the viewer, which sets them on each model it loads."""
+    from .build import PipelineBuilder
+    from .pipeline import PipelineConfig
 
     if args.keep_ratio is not None and args.eta is not None:
         raise UsageError("give --keep-ratio or --eta, not both")
@@ -330,23 +311,21 @@ def pipeline_from_args(args: argparse.Namespace):
         raise UsageError("--budget-ms must be positive")
     if args.detect_every < 1:
         raise UsageError("--detect-every must be at least 1")
-    device = resolve_device(args.device)
-    model = load_model(args.weights)
     knob = args.keep_ratio if args.keep_ratio is not None else args.eta
-    if knob is not None and model.knob.name not in ("keep_ratio" if args.keep_ratio is not None else "eta"):
-        raise UsageError(
-            f"{model.arch} has no {'--keep-ratio' if args.keep_ratio is not None else '--eta'} knob"
-        )
-    check_knob(model, knob)
-    try:
-        detector = PersonDetector(args.detector, device=device, precision=args.precision)
-    except (FileNotFoundError, ValueError) as exc:
-        raise UsageError(str(exc)) from exc
+    knob_name = (
+        None if knob is None or runtime_knob else ("keep_ratio" if args.keep_ratio is not None else "eta")
+    )
     cfg = PipelineConfig(
-        weights=args.weights, device=device, detect_every=args.detect_every, budget_ms=args.budget_ms,
-        knob=knob, smoothing=not args.no_smooth, precision=args.precision, flip=args.flip,
+        weights=args.weights, device=args.device, detect_every=args.detect_every,
+        budget_ms=None if runtime_knob else args.budget_ms, knob=None if runtime_knob else knob,
+        smoothing=not args.no_smooth, precision=args.precision, flip=args.flip,
     )  # fmt: skip
-    return PosePipeline(cfg, detector, model=model)
+    return PipelineBuilder(cfg, args.detector, knob_name)
+
+
+def pipeline_from_args(args: argparse.Namespace) -> PosePipeline:
+    """The detector + tracker + pose pipeline the run options describe."""
+    return builder_from_args(args)()
 
 
 def overlays_from_args(args: argparse.Namespace) -> Overlays:
@@ -402,10 +381,14 @@ def add_pipeline_options(run: argparse._ActionsContainer) -> list[str]:
     from .pipeline import DEFAULT_WEIGHTS
 
     options = [
-        run.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="pose model checkpoint"),
         run.add_argument(
-            "--detector", default=str(DEFAULT_DETECTOR), help="Ultralytics detection or pose checkpoint"
+            "--weights", default=str(DEFAULT_WEIGHTS), help="pose model checkpoint (default: %(default)s)"
         ),
+        run.add_argument(
+            "--detector",
+            default=str(DEFAULT_DETECTOR),
+            help="Ultralytics detection or pose checkpoint (default: %(default)s)",
+        ),  # fmt: skip
         run.add_argument(
             "--detect-every", type=int, default=5, help="longest gap between detector runs (frames)"
         ),
@@ -451,7 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .onnx_export import OPSET
     from .pipeline import DEFAULT_WEIGHTS
 
-    parser = argparse.ArgumentParser(prog="main.py", description="PoseApp: real-time multi-person pose.")
+    prog = "main.py" if Path(sys.argv[0]).name == "main.py" else "poseapp"  # the script, or the command
+    parser = argparse.ArgumentParser(prog=prog, description="PoseApp: real-time multi-person pose.")
     add_run_options(parser)
     sub = parser.add_subparsers(dest="command")
     bench = sub.add_parser("bench", help="GFLOPs and measured milliseconds per crop for each knob value")
@@ -643,12 +627,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def wants_gui(argv: Sequence[str]) -> bool:
+    """No sub-command and no headless output: the viewer (on --video, or webcam 0)."""
+    args, _ = build_parser().parse_known_args(argv)
+    return args.command is None and (args.gui or args.video is None)
+
+
+def launch(argv: Sequence[str] | None = None) -> int:
+    """The whole program, as ``main.py``, ``python -m poseapp`` and the installed ``poseapp`` command run it:
+    the desktop viewer by default (every run option applies to it), ``--video ... --out ...`` headless, and
+    the sub-commands. The viewer's package (``app``, PyQt6) is imported only when the viewer is asked for."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")  # never probe the network from Ultralytics
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "-h" not in argv and "--help" not in argv and wants_gui(argv):
+        from app.main_window import run_gui
+
+        try:
+            return run_gui(build_parser().parse_args(argv))
+        except (UsageError, WeightsError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    return main(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         if args.video is None or args.gui:
-            print("error: the desktop viewer starts from main.py (python main.py [--gui --video FILE])",
+            print("error: the desktop viewer starts from main.py or the poseapp command (--gui --video FILE)",
                   file=sys.stderr)  # fmt: skip
             return 2
         args.func = cmd_video

@@ -17,10 +17,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from .paths import default_detector
 from .precision import autocast, resolve_precision
 from .results import Detection
 
-DEFAULT_DETECTOR: Path = Path(__file__).resolve().parent.parent / "assets" / "fetched" / "yolo11n-pose.pt"
+DEFAULT_DETECTOR: Path = default_detector()
+"""Resolved once, at import (``paths.py``: ``$POSEAPP_HOME``, the checkout, or the installed share folder)."""
 
 # What Ultralytics raises for a file that is not a loadable checkpoint (today a TypeError wrapping the
 # unpickling error; the others cover a readable file of the wrong structure and older releases).

@@ -24,11 +24,11 @@ from torch.utils.data import DataLoader
 
 from .data import Person, PoseDataset, load_people, read_bgr
 from .flops import count_macs
-from .inference import crop_batch, keypoints_from_logits, macs_per_crop, pose_logits
-from .precision import autocast, model_precision
+from .inference import image_keypoints, macs_per_crop
+from .predictor import TopDownPredictor
 from .skeleton import INDEX, JOINTS, NUM_JOINTS, SIGMAS, joint_mapping
 from .track import iou_matrix
-from .transforms import heatmaps_to_image, xywh_to_xyxy, xyxy_to_xywh
+from .transforms import xywh_to_xyxy, xyxy_to_xywh
 
 AP_KEYS: tuple[str, ...] = ("AP", "AP50", "AP75", "APm", "APl", "AR")
 """The first six of ``COCOeval.stats`` for keypoints, in that order."""
@@ -94,25 +94,18 @@ class ModelEstimator:
     ) -> None:
         if model.num_joints != NUM_JOINTS:
             raise ValueError(f"model predicts {model.num_joints} joints, the skeleton has {NUM_JOINTS}")
-        self.model = model.to(device).eval()
-        self.device = torch.device(device)
-        self.precision = model_precision(model, precision, self.device)
+        self.predictor = TopDownPredictor(model, device, precision)
+        self.model, self.device, self.precision = model, self.predictor.device, self.predictor.precision
         self.flip = flip
 
-    @torch.no_grad()
     def predict(
         self, image_bgr: np.ndarray, boxes_xywh: np.ndarray, knob: float | None = None
     ) -> Predictions:
         if len(boxes_xywh) == 0:
             return Predictions.empty()
-        crops, matrices = crop_batch(image_bgr, boxes_xywh, self.model.input_size)
-        crops = crops.to(self.device)
-        with autocast(self.precision, self.device):
-            logits, out = pose_logits(self.model, crops, knob, self.flip)
-        coords, scores = keypoints_from_logits(logits)
-        xy = heatmaps_to_image(coords.cpu().double(), matrices).numpy()
-        macs = macs_per_crop(self.model, out, len(crops))
-        return Predictions(xy, scores.cpu().double().numpy(), macs.cpu().numpy() / 1e9)
+        posed = self.predictor(image_bgr, boxes_xywh, knob, self.flip)
+        macs = macs_per_crop(self.model, posed.output, len(boxes_xywh))
+        return Predictions(posed.keypoints, posed.scores, macs.cpu().numpy() / 1e9)
 
 
 @dataclass
@@ -161,9 +154,9 @@ def predict_dataset(
     xy, scores, macs = [], [], []
     for sample in DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=0):
         out = model(sample.image.to(device), knob)
-        coords, score = keypoints_from_logits(out.heatmaps)
-        xy.append(heatmaps_to_image(coords.cpu().double(), sample.matrix.numpy()).numpy())
-        scores.append(score.cpu().numpy())
+        keypoints, score = image_keypoints(out.heatmaps, sample.matrix.numpy())
+        xy.append(keypoints)
+        scores.append(score)
         macs.append(count_macs(model, out).cpu().numpy())
     return Predictions(np.concatenate(xy), np.concatenate(scores), np.concatenate(macs) / 1e9)
 

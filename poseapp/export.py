@@ -6,12 +6,12 @@ import contextlib
 import csv
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import IO
 
 import numpy as np
 
-from poseapp.results import FrameResult
+from poseapp.results import Frame, FrameResult, Person
 from poseapp.skeleton import COCO17, INDEX, JOINTS, NUM_JOINTS
 
 COCO_FROM_UNIFIED = np.array([INDEX[name] for name in COCO17])
@@ -63,16 +63,8 @@ class ResultsExporter:
         self._frames: list[tuple[int, float, np.ndarray]] = []
 
     def add(self, result: FrameResult) -> None:
-        if not result.people:
-            return
-        rows = np.empty((len(result.people), _COLUMNS))
-        for row, person in zip(rows, result.people, strict=True):
-            row[0] = person.track_id
-            row[_BOX] = person.box
-            joints = row[_JOINTS].reshape(NUM_JOINTS, 3)
-            joints[:, :2] = person.keypoints
-            joints[:, 2] = person.scores
-        self._frames.append((result.frame.index, result.frame.time, rows))
+        if result.people:
+            self._frames.append((result.frame.index, result.frame.time, _rows(result.people)))
 
     def __len__(self) -> int:
         """Number of person entries (one per person per frame)."""
@@ -80,18 +72,7 @@ class ResultsExporter:
 
     def _entries(self) -> Iterator[dict]:
         for index, _, rows in self._frames:
-            for row in rows.round(DECIMALS):
-                x0, y0, x1, y1 = row[_BOX].tolist()
-                joints = row[_JOINTS].reshape(NUM_JOINTS, 3)
-                yield {
-                    "image_id": index,
-                    "category_id": 1,
-                    "keypoints": joints[COCO_FROM_UNIFIED].ravel().tolist(),
-                    "score": round(float(joints[:, 2].mean()), DECIMALS),
-                    "track_id": int(row[0]),
-                    "bbox": [x0, y0, round(x1 - x0, DECIMALS), round(y1 - y0, DECIMALS)],
-                    "keypoints_unified": joints.ravel().tolist(),
-                }
+            yield from _coco_entries(index, rows)
 
     def to_coco_json(self, path: str | os.PathLike[str]) -> None:
         """COCO keypoint results (a list, see ``COCO_RESULTS_SCHEMA``); ``image_id`` is the frame index."""
@@ -118,6 +99,68 @@ class ResultsExporter:
                     writer.writerow([index, round(seconds, 6), int(row[0]), *row[1:].tolist()])
 
         _write_atomically(path, write, newline="")
+
+
+def _rows(people: Sequence[Person]) -> np.ndarray:
+    """One row of ``_COLUMNS`` numbers per person: track id, box, then x, y, score of every joint."""
+    rows = np.empty((len(people), _COLUMNS))
+    for row, person in zip(rows, people, strict=True):
+        row[0] = person.track_id
+        row[_BOX] = person.box
+        joints = row[_JOINTS].reshape(NUM_JOINTS, 3)
+        joints[:, :2] = person.keypoints
+        joints[:, 2] = person.scores
+    return rows
+
+
+def _coco_entries(image_id: int, rows: np.ndarray) -> Iterator[dict]:
+    """The COCO keypoint result of each person row of one frame (``COCO_RESULTS_SCHEMA``)."""
+    for row in rows.round(DECIMALS):
+        x0, y0, x1, y1 = row[_BOX].tolist()
+        joints = row[_JOINTS].reshape(NUM_JOINTS, 3)
+        yield {
+            "image_id": image_id,
+            "category_id": 1,
+            "keypoints": joints[COCO_FROM_UNIFIED].ravel().tolist(),
+            "score": round(float(joints[:, 2].mean()), DECIMALS),
+            "track_id": int(row[0]),
+            "bbox": [x0, y0, round(x1 - x0, DECIMALS), round(y1 - y0, DECIMALS)],
+            "keypoints_unified": joints.ravel().tolist(),
+        }
+
+
+def frame_to_json(result: FrameResult) -> str:
+    """One frame as a JSON object: ``image_id`` (the frame index), ``time``, ``knob``, ``pose_ms``,
+    ``gflops``, ``keypoint_names`` (the joints of each person's ``keypoints_unified``, in order) and
+    ``people``, a COCO keypoint result per person exactly as ``to_coco_json`` writes it."""
+    index = result.frame.index
+    return json.dumps(
+        {
+            "image_id": index,
+            "time": result.frame.time,
+            "knob": result.knob,
+            "pose_ms": result.pose_ms,
+            "gflops": result.gflops,
+            "keypoint_names": list(JOINTS),
+            "people": list(_coco_entries(index, _rows(result.people))),
+        }
+    )
+
+
+def frame_from_json(text: str, image: np.ndarray | None = None) -> FrameResult:
+    """The ``FrameResult`` of ``frame_to_json``'s ``text`` (on ``image``, if given): boxes, keypoints, scores
+    and track ids to ``DECIMALS`` places; the run records (overlays) are not kept."""
+    data = json.loads(text)
+    if data.get("keypoint_names") != list(JOINTS):
+        raise ValueError(f"keypoint_names in the JSON are not PoseApp's joints {list(JOINTS)}")
+    people = []
+    for entry in data["people"]:
+        x, y, w, h = entry["bbox"]
+        joints = np.asarray(entry["keypoints_unified"], dtype=np.float64).reshape(NUM_JOINTS, 3)
+        box = np.array([x, y, x + w, y + h], dtype=np.float64)
+        people.append(Person(entry["track_id"], box, joints[:, :2].copy(), joints[:, 2].copy()))
+    frame = Frame(data["image_id"], image, data["time"])
+    return FrameResult(frame, people, data["knob"], data["pose_ms"], data["gflops"])
 
 
 def _write_atomically(

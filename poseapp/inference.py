@@ -20,6 +20,7 @@ from .transforms import (
     crop_matrix,
     decode_heatmaps,
     flip_heatmaps,
+    heatmaps_to_image,
 )
 
 TARGET_SIGMA = 2.0
@@ -38,6 +39,13 @@ def keypoints_from_logits(
     prob = logits.float().flatten(2).softmax(dim=-1).reshape(b, j, h, w)
     coords, peak = decode_heatmaps(prob, (w * HEATMAP_STRIDE, h * HEATMAP_STRIDE))
     return coords, (peak * 2 * math.pi * sigma**2).clamp(0.0, 1.0)
+
+
+def image_keypoints(logits: torch.Tensor, matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Keypoints (N, J, 2) in image pixels and their scores (N, J), both float64 numpy, of the heatmap
+    ``logits`` (N, J, H, W) of crops made with the image -> crop ``matrices`` (N, 2, 3)."""
+    coords, scores = keypoints_from_logits(logits)
+    return heatmaps_to_image(coords.cpu().double(), matrices).numpy(), scores.cpu().double().numpy()
 
 
 def pose_logits(

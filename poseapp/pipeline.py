@@ -17,17 +17,21 @@ from torch import nn
 
 from .budget import BudgetController, LatencyModel
 from .flops import count_macs
-from .inference import crop_batch, keypoints_from_logits, pose_logits
+from .inference import pose_logits
 from .latency_cache import cached_latency, default_cache_dir, latency_key
 from .models import PoseOutput, load_model, prepare_for_inference
-from .precision import autocast, model_precision
+from .paths import CHECKOUT, default_weights
+from .precision import autocast
+from .predictor import TopDownPredictor
 from .results import Detection, Frame, FrameResult, Person, PoseRecord
 from .smoothing import KeypointSmoother
 from .track import Track, Tracker
-from .transforms import heatmaps_to_image, invert_matrix, xyxy_to_xywh
+from .transforms import invert_matrix, xyxy_to_xywh
 
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_WEIGHTS = REPO / "weights" / "evitpose_t_192x144.safetensors"
+REPO = CHECKOUT
+"""The folder holding the package (``batch.py`` puts it on its Ray workers' ``PYTHONPATH``)."""
+DEFAULT_WEIGHTS = default_weights()
+"""Resolved once, at import (``paths.py``: ``$POSEAPP_HOME``, the checkout, or the installed share folder)."""
 
 
 @dataclass
@@ -126,10 +130,9 @@ class PosePipeline:
     ) -> None:
         self.cfg = cfg
         self.device = torch.device(cfg.device)
-        self.model = prepare_for_inference(model if model is not None else load_model(cfg.weights)).to(
-            self.device
-        )
-        self.precision = model_precision(self.model, cfg.precision, self.device)
+        model = prepare_for_inference(model if model is not None else load_model(cfg.weights))
+        self.predictor = TopDownPredictor(model, self.device, cfg.precision)
+        self.model, self.precision = self.predictor.model, self.predictor.precision
         self.detector = detector
         self.controller = self._controller(latency)
         self.reset()
@@ -218,19 +221,14 @@ class PosePipeline:
         count = self.controller.capacity(len(tracks))
         chosen = sorted(pose_order(tracks, {tid: f for tid, (f, _) in self._poses.items()})[:count])
         posed = [tracks[i] for i in chosen]
-        boxes = xyxy_to_xywh(np.stack([t.box for t in posed]))
-        crops, matrices = crop_batch(frame.image, boxes, self.model.input_size)
         knob = self.controller.choose(len(posed))
-        start = time.perf_counter()
-        with autocast(self.precision, self.device):
-            logits, out = pose_logits(self.model, crops.to(self.device), knob, self.cfg.flip)
-        coords, scores = keypoints_from_logits(logits)
-        pose_ms = 1000 * (time.perf_counter() - start)
-        self.controller.record(knob, len(posed), pose_ms)
-        keypoints = heatmaps_to_image(coords.cpu().double(), matrices).numpy()
-        scores = scores.cpu().numpy()
+        boxes = xyxy_to_xywh(np.stack([t.box for t in posed]))
+        topdown = self.predictor(frame.image, boxes, knob, self.cfg.flip)
+        out = topdown.output
+        self.controller.record(knob, len(posed), topdown.pose_ms)
+        records = person_records(self.model, out)[: len(posed)]
         for track, kp, sc, m, record in zip(
-            posed, keypoints, scores, matrices, person_records(self.model, out)[: len(posed)], strict=True
+            posed, topdown.keypoints, topdown.scores, topdown.matrices, records, strict=True
         ):
             kp = self.smoother.smooth(track.id, kp, frame.time)
             refined = box_from_keypoints(kp, sc, self.cfg.min_joint_score)
@@ -243,7 +241,7 @@ class PosePipeline:
                 f, person = self._poses[track.id]
                 people.append(person if f == frame.index else carried(person, track.box))
         gflops = float(count_macs(self.model, out).sum()) / 1e9  # both passes under the flip test
-        result = FrameResult(frame, people, out.knob, pose_ms, gflops, detections is not None)
+        result = FrameResult(frame, people, out.knob, topdown.pose_ms, gflops, detections is not None)
         if len(posed) < len(tracks):
             result.posed = len(posed)
         return result

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .render import Overlays
 
 
 @dataclass
 class Frame:
     index: int
     """Position in the source, 0-based (file mode: every index appears once, in order)."""
-    image: np.ndarray
-    """(H, W, 3) uint8 BGR."""
+    image: np.ndarray | None
+    """(H, W, 3) uint8 BGR; None only in a result read back by ``FrameResult.from_json`` without its image."""
     time: float
     """Presentation time in seconds from the start of the source."""
 
@@ -22,6 +27,10 @@ class Detection:
     box: np.ndarray
     """(4,) x0, y0, x1, y1 in image pixels."""
     score: float
+
+
+Detector = Callable[[np.ndarray], list[Detection]]
+"""``image_bgr -> person detections, best first``: ``detect.PersonDetector`` or a stand-in (tests)."""
 
 
 @dataclass
@@ -43,15 +52,19 @@ class PoseRecord:
 
 @dataclass
 class Person:
-    track_id: int
+    """One person posed in an image: what the pipeline, the renderer, the exports and the Python API
+    (``from poseapp import Person``) pass around."""
+
+    track_id: int | None
+    """Stable id along a video (``Pose.track``, the pipeline); None for a single image (``Pose(image)``)."""
     box: np.ndarray
     """(4,) x0, y0, x1, y1 in image pixels."""
     keypoints: np.ndarray
     """(J, 2) image pixels, joints of ``skeleton.JOINTS``."""
     scores: np.ndarray
     """(J,) confidence in [0, 1]."""
-    crop_matrix: np.ndarray
-    """(2, 3) image -> crop affine the model saw."""
+    crop_matrix: np.ndarray | None = None
+    """(2, 3) image -> crop affine the model saw; None when read back from JSON."""
     record: PoseRecord = field(default_factory=PoseRecord)
 
 
@@ -71,3 +84,26 @@ class FrameResult:
     posed: int | None = None
     """Set when the model posed only this many of ``people`` (a latency budget too small for all); the
     others carry their last pose along their track."""
+
+    def plot(self, overlays: Overlays | None = None) -> np.ndarray:
+        """A copy of the frame with the people drawn (``render.draw_result``); by default skeletons, boxes
+        and track ids, without the HUD."""
+        from .render import Overlays, draw_result
+
+        if self.frame.image is None:
+            raise ValueError("this result has no image to draw on: pass image= to FrameResult.from_json")
+        return draw_result(self.frame.image, self, overlays or Overlays(hud=False))
+
+    def to_json(self) -> str:
+        """This frame as JSON: its index, time and statistics, the joint names, and one COCO keypoint result
+        per person, as ``--json`` writes them (``export.frame_to_json``); ``from_json`` reads it back."""
+        from .export import frame_to_json
+
+        return frame_to_json(self)
+
+    @classmethod
+    def from_json(cls, text: str, image: np.ndarray | None = None) -> FrameResult:
+        """The result ``to_json`` wrote (coordinates to 3 decimals, no run records), on ``image`` if given."""
+        from .export import frame_from_json
+
+        return frame_from_json(text, image)

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from app.main_window import OVERLAYS, MainWindow
+from app.main_window import OVERLAYS, MainWindow, window_from_args
 from poseapp.budget import LatencyModel
-from poseapp.models import EMGPose, EViTPose
+from poseapp.cli import build_parser, wants_gui
+from poseapp.models import EMGPose, EViTPose, create_model, save_model
 from poseapp.models.vit import ViTSize
 from poseapp.pipeline import PipelineConfig, PosePipeline
 from poseapp.precision import resolve_precision
@@ -209,3 +210,34 @@ def test_record_snapshot_and_close_joins_every_thread(qtbot, open_window, tmp_pa
     assert not worker.isRunning() and not capture.is_alive()
     (recording,) = tmp_path.glob("poseapp-*.mp4")
     assert probe(str(recording)).frames >= 2
+
+
+def test_every_run_flag_reaches_the_viewer(qtbot, tmp_path, clip, yolo_pose_weights) -> None:
+    """``main.py --gui`` with the run options: the window's pipeline is the one ``--video`` would build."""
+    weights = tmp_path / "evitpose_t.safetensors"
+    save_model(create_model("evitpose_t"), weights)
+    argv = [
+        "--gui", "--video", str(clip), "--weights", str(weights), "--detector", str(yolo_pose_weights),
+        "--device", "cpu", "--detect-every", "3", "--no-smooth", "--flip", "--precision", "fp32",
+        "--overlay", "patches", "grid", "--threads", "2", "--keep-ratio", "0.6",
+    ]  # fmt: skip
+    assert wants_gui(argv)
+    window = window_from_args(build_parser().parse_args(argv))
+    qtbot.addWidget(window)
+    assert torch.get_num_threads() == 2
+    assert window.overlays.patches and window.overlays.granularity and not window.overlays.merges
+    assert window.flip_box.isChecked() and window.manual_radio.isChecked()
+    with qtbot.waitSignal(window.worker.model_loaded, timeout=WAIT_MS):
+        window.start()
+    pipeline = window.worker.pipeline
+    cfg = pipeline.cfg
+    assert (cfg.weights, cfg.device, cfg.detect_every) == (str(weights), "cpu", 3)
+    assert not cfg.smoothing and not pipeline.smoother.enabled
+    assert cfg.flip and cfg.budget_ms is None and cfg.knob == pytest.approx(0.6)
+    assert pipeline.precision == "fp32" and pipeline.detector.precision == "fp32"
+    assert pipeline.controller.is_fixed and pipeline.controller.choose(1) == pytest.approx(0.6)
+    assert window.worker.stop(WAIT_MS)  # the first detector call may take longer than closing waits
+
+    budget = window_from_args(build_parser().parse_args(["--weights", str(weights), "--budget-ms", "40"]))
+    qtbot.addWidget(budget)
+    assert budget.budget_radio.isChecked() and budget.budget_slider.value() == 40

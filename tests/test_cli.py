@@ -55,7 +55,7 @@ def test_bad_inputs(tmp_path, capsys, weights, yolo_pose_weights) -> None:
     fails_cleanly(
         capsys, [*good, "--out", out, "--weights", str(yolo_pose_weights)], "not a PoseApp checkpoint"
     )
-    fails_cleanly(capsys, [*good, "--out", out, *run, "--eta", "0.5"], "no --eta knob")
+    fails_cleanly(capsys, [*good, "--out", out, *run, "--eta", "0.5"], "no eta knob")
     fails_cleanly(capsys, [*good, *run], "needs somewhere to put the result")
     fails_cleanly(capsys, [*good, "--out", out, *run, "--detector", str(tmp_path / "d.pt")], "d.pt")
     fails_cleanly(capsys, [*good, "--out", out, *run, "--budget-ms", "-3"], "--budget-ms")
