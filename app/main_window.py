@@ -40,14 +40,14 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
-from poseapp.cli import builder_from_args, overlays_from_args
+from poseapp.io.video import SourceInfo
 from poseapp.models.knob import FIXED
 from poseapp.models.zoo import WeightsError, describe_weights
-from poseapp.pipeline import DEFAULT_WEIGHTS
-from poseapp.render import Overlays, draw_result
 from poseapp.results import FrameResult
-from poseapp.run import pose_threads
-from poseapp.video import SourceInfo
+from poseapp.runtime.build import builder_from_args, overlays_from_args
+from poseapp.runtime.pipeline import DEFAULT_WEIGHTS
+from poseapp.runtime.render import Overlays, draw_result
+from poseapp.runtime.video_job import pose_threads
 
 from .plots import PlotsPanel
 from .worker import ModelInfo, PipelineFactory, Worker
@@ -439,7 +439,7 @@ def qt_application() -> QApplication:
 
 def window_from_args(args: argparse.Namespace) -> MainWindow:
     """The viewer as the run options say (``main.py [--gui] ...``), honouring them as ``--video`` does: the
-    pipeline's (``cli.builder_from_args``: weights, detector, device, precision, ``--detect-every``,
+    pipeline's (``runtime.build.builder_from_args``: weights, detector, device, precision, ``--detect-every``,
     ``--no-smooth``), ``--overlay`` and ``--threads``; ``--budget-ms``, ``--keep-ratio`` / ``--eta`` and
     ``--flip`` are the window's starting settings, which its controls then change. Needs the QApplication;
     nothing runs before ``start()``."""

@@ -22,10 +22,10 @@ from pathlib import Path  # noqa: E402
 
 from PyQt6.QtCore import QTimer  # noqa: E402
 
-from poseapp.build import PipelineBuilder  # noqa: E402
-from poseapp.detect import DEFAULT_DETECTOR  # noqa: E402
-from poseapp.pipeline import DEFAULT_WEIGHTS, PipelineConfig  # noqa: E402
-from poseapp.render import Overlays  # noqa: E402
+from poseapp.runtime.build import PipelineBuilder  # noqa: E402
+from poseapp.runtime.detect import DEFAULT_DETECTOR  # noqa: E402
+from poseapp.runtime.pipeline import DEFAULT_WEIGHTS, PipelineConfig  # noqa: E402
+from poseapp.runtime.render import Overlays  # noqa: E402
 
 from .main_window import MainWindow, qt_application  # noqa: E402
 

@@ -16,15 +16,15 @@ from dataclasses import dataclass, replace
 
 from PyQt6.QtCore import QObject, QThread, pyqtSignal
 
+from poseapp.io.video import CaptureThread, SourceInfo, VideoError, VideoWriter, open_source
 from poseapp.models import Knob
-from poseapp.pipeline import PosePipeline
-from poseapp.render import Overlays, draw_result
 from poseapp.results import Frame
-from poseapp.video import CaptureThread, SourceInfo, VideoError, VideoWriter, open_source
+from poseapp.runtime.pipeline import PosePipeline
+from poseapp.runtime.render import Overlays, draw_result
 
 PipelineFactory = Callable[[str], PosePipeline]
 """Checkpoint path -> a fresh pipeline (a new model, tracker and smoother; a detector may be shared):
-``poseapp.build.PipelineBuilder``, or a stand-in in tests."""
+``poseapp.runtime.build.PipelineBuilder``, or a stand-in in tests."""
 
 _IDLE_POLL_S = 0.1
 """Longest wait for a frame or a command before the loop looks at its flags again."""

@@ -10,10 +10,10 @@ for result in pose.track("clip.mp4"):  # or a webcam index, a folder of images, 
     result.people, result.plot(), result.to_json()
 ```
 
-An image is posed by the detector then the top-down predictor (``predictor.TopDownPredictor``), with no
-tracking or smoothing; ``track`` runs the video pipeline (``pipeline.PosePipeline``: detector every few
-frames, Kalman tracker with stable ids, One-Euro smoothing, the latency budget), built by the same
-``build.PipelineBuilder`` as ``main.py --video`` and the viewer.
+An image is posed by the detector then the top-down predictor (``runtime.predictor.TopDownPredictor``),
+with no tracking or smoothing; ``track`` runs the video pipeline (``runtime.pipeline.PosePipeline``:
+detector every few frames, Kalman tracker with stable ids, One-Euro smoothing, the latency budget), built
+by the same ``runtime.build.PipelineBuilder`` as ``main.py --video`` and the viewer.
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .build import PipelineBuilder
-from .pipeline import DEFAULT_WEIGHTS, PipelineConfig, person_records
-from .predictor import TopDownPredictor
+from .geometry import xyxy_to_xywh
+from .io.video import CaptureThread, open_source
 from .results import Detector, Frame, FrameResult, Person
-from .transforms import xyxy_to_xywh
-from .video import CaptureThread, open_source
+from .runtime.build import PipelineBuilder
+from .runtime.pipeline import DEFAULT_WEIGHTS, PipelineConfig, person_records
+from .runtime.predictor import TopDownPredictor
 
 Source = str | int | os.PathLike[str] | Iterable[np.ndarray]
 """What ``Pose.track`` reads: a video file, a webcam index, a folder of images, or BGR images."""

@@ -7,21 +7,16 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
-from .build import UsageError, check_knob, resolve_device
 from .models import MODEL_NAMES, OnnxPoseModel, WeightsError, create_model, load_model, prepare_for_inference
 from .models.stem import STEM_LAYERS
 from .models.vit import DEFAULT_IMG_HW
 from .models.zoo import read_metadata
-from .precision import PRECISIONS, model_precision
-
-if TYPE_CHECKING:
-    from .build import PipelineBuilder
-    from .pipeline import PosePipeline
-    from .render import Overlays
+from .paths import default_detector
+from .runtime.build import UsageError, check_knob, overlays_from_args, pipeline_from_args, resolve_device
+from .runtime.precision import PRECISIONS, model_precision
 
 PRECISION_HELP = "auto: bf16 autocast where the device computes bf16 natively, else fp32"
 
@@ -36,10 +31,10 @@ def model_from_args(name: str, weights: str | None, stem: str = "patch") -> torc
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from . import bench
+    from .tools import bench
 
     if args.pipeline:
-        from .run import pose_threads
+        from .runtime.video_job import pose_threads
 
         torch.set_num_threads(args.threads or pose_threads())
         return bench_pipelines(args)
@@ -64,11 +59,11 @@ def bench_pipelines(args: argparse.Namespace) -> None:
     """End-to-end FPS of the video job on a clip, then the same clip with yolo11n-pose on every frame."""
     import tempfile
 
-    from . import bench
-    from .video import VideoError
+    from .io.video import VideoError
+    from .tools import bench
 
     if not args.weights:
-        from .pipeline import DEFAULT_WEIGHTS
+        from .runtime.pipeline import DEFAULT_WEIGHTS
 
         args.weights = str(DEFAULT_WEIGHTS)
     print(f"{args.pipeline} at {args.width or 'native'} px wide, {torch.get_num_threads()} threads")
@@ -103,7 +98,7 @@ def crop_size(text: str) -> tuple[int, int]:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from .train import ResumeError, TrainConfig, train
+    from .engine.train import ResumeError, TrainConfig, train
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -150,7 +145,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 def teacher_from_args(name: str, path: str | None, device: str, threads: int = 0):
     """A teacher by name (``movenet`` or ``yolo``), from ``path`` or its default file; ``threads``: MoveNet's
     onnxruntime threads (0: its default, all cores)."""
-    from .teachers import DEFAULT_MOVENET, DEFAULT_YOLO_POSE, MoveNetTeacher, YoloPoseTeacher
+    from .engine.teachers import DEFAULT_MOVENET, DEFAULT_YOLO_POSE, MoveNetTeacher, YoloPoseTeacher
 
     try:
         if name == "movenet":
@@ -164,9 +159,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
     import json
     import warnings
 
-    from .detect import DEFAULT_DETECTOR, PersonDetector
-    from .evaluate import evaluate
-    from .pipeline import DEFAULT_WEIGHTS
+    from .engine.evaluate import evaluate
+    from .runtime.detect import DEFAULT_DETECTOR, PersonDetector
+    from .runtime.pipeline import DEFAULT_WEIGHTS
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -215,8 +210,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_label(args: argparse.Namespace) -> None:
-    from .label import label_images
-    from .teachers import YoloPoseTeacher
+    from .engine.label import label_images
+    from .engine.teachers import YoloPoseTeacher
 
     source = Path(args.source)
     if not source.exists():
@@ -245,7 +240,14 @@ def cmd_label(args: argparse.Namespace) -> None:
 
 
 def cmd_corpus(args: argparse.Namespace) -> None:
-    from .corpus import export_corpus, label_corpus, parse_source, read_sources, scan_sources, write_sources
+    from .engine.corpus import (
+        export_corpus,
+        label_corpus,
+        parse_source,
+        read_sources,
+        scan_sources,
+        write_sources,
+    )
 
     out = Path(args.out)
     if not 0 <= args.shard < args.shards:
@@ -283,7 +285,7 @@ def cmd_corpus(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from .onnx_export import ExportError, export_onnx
+    from .tools.onnx_export import ExportError, export_onnx
 
     if Path(args.out).suffix.lower() != ".onnx":
         raise UsageError(f"--out {args.out}: the file to write must end in .onnx")
@@ -298,47 +300,9 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(report.summary())
 
 
-def builder_from_args(args: argparse.Namespace, runtime_knob: bool = False) -> PipelineBuilder:
-    """The pipeline builder the run options describe (``build.PipelineBuilder``), checked without loading
-    anything. ``runtime_knob``: leave ``--budget-ms``, ``--keep-ratio`` and ``--eta`` out of the pipeline's
-    configuration, for the viewer, which sets them on each model it loads."""
-    from .build import PipelineBuilder
-    from .pipeline import PipelineConfig
-
-    if args.keep_ratio is not None and args.eta is not None:
-        raise UsageError("give --keep-ratio or --eta, not both")
-    if args.budget_ms is not None and args.budget_ms <= 0:
-        raise UsageError("--budget-ms must be positive")
-    if args.detect_every < 1:
-        raise UsageError("--detect-every must be at least 1")
-    knob = args.keep_ratio if args.keep_ratio is not None else args.eta
-    knob_name = (
-        None if knob is None or runtime_knob else ("keep_ratio" if args.keep_ratio is not None else "eta")
-    )
-    cfg = PipelineConfig(
-        weights=args.weights, device=args.device, detect_every=args.detect_every,
-        budget_ms=None if runtime_knob else args.budget_ms, knob=None if runtime_knob else knob,
-        smoothing=not args.no_smooth, precision=args.precision, flip=args.flip,
-    )  # fmt: skip
-    return PipelineBuilder(cfg, args.detector, knob_name)
-
-
-def pipeline_from_args(args: argparse.Namespace) -> PosePipeline:
-    """The detector + tracker + pose pipeline the run options describe."""
-    return builder_from_args(args)()
-
-
-def overlays_from_args(args: argparse.Namespace) -> Overlays:
-    """The ``--overlay`` choices as the renderer's Overlays."""
-    from .render import Overlays
-
-    return Overlays(patches="patches" in args.overlay, granularity="grid" in args.overlay,
-                    merges="merges" in args.overlay)  # fmt: skip
-
-
 def cmd_video(args: argparse.Namespace) -> None:
-    from .run import annotate_video, open_writer, pose_threads
-    from .video import VideoError, open_source
+    from .io.video import VideoError, open_source
+    from .runtime.video_job import annotate_video, open_writer, pose_threads
 
     torch.set_num_threads(args.threads or pose_threads())
     if args.out is None and args.json is None and args.csv is None and not args.show:
@@ -369,7 +333,7 @@ def cmd_video(args: argparse.Namespace) -> None:
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    from .batch import run_batch
+    from .tools.batch import run_batch
 
     return run_batch(args)
 
@@ -377,8 +341,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
 def add_pipeline_options(run: argparse._ActionsContainer) -> list[str]:
     """The options that decide how every frame is posed and drawn (the video command's and batch's);
     returns their names in the parsed arguments."""
-    from .detect import DEFAULT_DETECTOR
-    from .pipeline import DEFAULT_WEIGHTS
+    from .runtime.detect import DEFAULT_DETECTOR
+    from .runtime.pipeline import DEFAULT_WEIGHTS
 
     options = [
         run.add_argument(
@@ -430,9 +394,9 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .detect import DEFAULT_DETECTOR
-    from .onnx_export import OPSET
-    from .pipeline import DEFAULT_WEIGHTS
+    from .runtime.detect import DEFAULT_DETECTOR
+    from .runtime.pipeline import DEFAULT_WEIGHTS
+    from .tools.onnx_export import OPSET
 
     prog = "main.py" if Path(sys.argv[0]).name == "main.py" else "poseapp"  # the script, or the command
     parser = argparse.ArgumentParser(prog=prog, description="PoseApp: real-time multi-person pose.")
@@ -478,7 +442,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=[*STEM_LAYERS, "patch"],
         help="yolo11n-pose's layers 0-6 (yolo) or 0-19 through its neck (yolo_neck) as the stem, or patches",
     )
-    tr.add_argument("--stem-weights", default="assets/fetched/yolo11n-pose.pt")
+    tr.add_argument(
+        "--stem-weights", default=str(default_detector()), help="yolo11n-pose checkpoint the stem starts from"
+    )
     tr.add_argument("--init", help="PoseApp checkpoint of the same model to warm-start from (new schedule)")
     tr.add_argument(
         "--init-from", help="PoseApp checkpoint of another model: copy the tensors both have (e.g. blocks)"

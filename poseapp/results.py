@@ -1,15 +1,19 @@
-"""The small dataclasses that pass between pipeline stages (capture -> detect -> track -> pose -> render)."""
+"""The results and the small dataclasses that pass between pipeline stages (capture -> detect -> track ->
+pose -> render), and the estimator protocol: what any top-down pose estimator (a PoseApp model, a teacher)
+returns for the people of an image (``Predictions``, ``PosedPeople``, ``PoseEstimator``)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from .skeleton import NUM_JOINTS
+
 if TYPE_CHECKING:
-    from .render import Overlays
+    from .runtime.render import Overlays
 
 
 @dataclass
@@ -30,7 +34,7 @@ class Detection:
 
 
 Detector = Callable[[np.ndarray], list[Detection]]
-"""``image_bgr -> person detections, best first``: ``detect.PersonDetector`` or a stand-in (tests)."""
+"""``image_bgr -> person detections, best first``: ``runtime.detect.PersonDetector`` or a stand-in (tests)."""
 
 
 @dataclass
@@ -86,9 +90,9 @@ class FrameResult:
     others carry their last pose along their track."""
 
     def plot(self, overlays: Overlays | None = None) -> np.ndarray:
-        """A copy of the frame with the people drawn (``render.draw_result``); by default skeletons, boxes
-        and track ids, without the HUD."""
-        from .render import Overlays, draw_result
+        """A copy of the frame with the people drawn (``runtime.render.draw_result``); by default skeletons,
+        boxes and track ids, without the HUD."""
+        from .runtime.render import Overlays, draw_result
 
         if self.frame.image is None:
             raise ValueError("this result has no image to draw on: pass image= to FrameResult.from_json")
@@ -96,14 +100,55 @@ class FrameResult:
 
     def to_json(self) -> str:
         """This frame as JSON: its index, time and statistics, the joint names, and one COCO keypoint result
-        per person, as ``--json`` writes them (``export.frame_to_json``); ``from_json`` reads it back."""
-        from .export import frame_to_json
+        per person, as ``--json`` writes them (``io.keypoint_files.frame_to_json``); ``from_json`` reads it
+        back."""
+        from .io.keypoint_files import frame_to_json
 
         return frame_to_json(self)
 
     @classmethod
     def from_json(cls, text: str, image: np.ndarray | None = None) -> FrameResult:
         """The result ``to_json`` wrote (coordinates to 3 decimals, no run records), on ``image`` if given."""
-        from .export import frame_from_json
+        from .io.keypoint_files import frame_from_json
 
         return frame_from_json(text, image)
+
+
+@dataclass
+class Predictions:
+    """Keypoints of the people of one image, on the unified skeleton, in the order of their boxes."""
+
+    xy: np.ndarray
+    """(N, J, 2) image pixels."""
+    scores: np.ndarray
+    """(N, J) in [0, 1]."""
+    gflops: np.ndarray
+    """(N,) 10^9 multiply-adds spent on each person (NaN where unknown: the teachers)."""
+
+    @classmethod
+    def empty(cls) -> Predictions:
+        return cls(np.zeros((0, NUM_JOINTS, 2)), np.zeros((0, NUM_JOINTS)), np.zeros(0))
+
+
+@dataclass
+class PosedPeople:
+    """The people an end-to-end estimator found in one image."""
+
+    boxes: np.ndarray
+    """(N, 4) x0, y0, x1, y1 image pixels."""
+    box_scores: np.ndarray
+    """(N,)"""
+    pose: Predictions
+
+
+class PoseEstimator(Protocol):
+    """Top-down keypoints on the unified skeleton for given person boxes of one image: a PoseApp model
+    (``engine.evaluate.ModelEstimator``) or a teacher (``engine.teachers``). One that also finds the people
+    itself has ``detect_people(image_bgr) -> PosedPeople``."""
+
+    joints: tuple[str, ...]
+    """Names (of ``skeleton.JOINTS``) it predicts; the other joints come back with score 0."""
+
+    def predict(
+        self, image_bgr: np.ndarray, boxes_xywh: np.ndarray, knob: float | None = None
+    ) -> Predictions: ...

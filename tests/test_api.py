@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from poseapp import FrameResult, Person, Pose
-from poseapp.evaluate import ModelEstimator
+from poseapp.engine.evaluate import ModelEstimator
+from poseapp.geometry import xyxy_to_xywh
+from poseapp.io.video import VideoWriter, open_source
 from poseapp.models import create_model, save_model
 from poseapp.results import Detection
 from poseapp.skeleton import JOINTS, NUM_JOINTS
-from poseapp.transforms import xyxy_to_xywh
-from poseapp.video import VideoWriter, open_source
 
 W, H = 320, 240
 BOXES = np.array([[20.0, 30.0, 110.0, 230.0], [170.0, 20.0, 260.0, 225.0]])

@@ -10,15 +10,15 @@ import pytest
 import torch
 
 from app.main_window import OVERLAYS, MainWindow, window_from_args
-from poseapp.budget import LatencyModel
 from poseapp.cli import build_parser, wants_gui
+from poseapp.io.video import VideoWriter, probe
 from poseapp.models import EMGPose, EViTPose, create_model, save_model
 from poseapp.models.vit import ViTSize
-from poseapp.pipeline import PipelineConfig, PosePipeline
-from poseapp.precision import resolve_precision
-from poseapp.render import Overlays, draw_result
 from poseapp.results import Detection
-from poseapp.video import VideoWriter, probe
+from poseapp.runtime.budget import LatencyModel
+from poseapp.runtime.pipeline import PipelineConfig, PosePipeline
+from poseapp.runtime.precision import resolve_precision
+from poseapp.runtime.render import Overlays, draw_result
 
 TINY = ViTSize(48, 12, 3)
 W, H = 320, 240

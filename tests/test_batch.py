@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from poseapp import batch
 from poseapp.cli import main
-from poseapp.video import VideoWriter
+from poseapp.io.video import VideoWriter
+from poseapp.tools import batch
 from tests.test_cli import fails_cleanly
 
 FRAMES = 6

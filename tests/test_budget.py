@@ -8,8 +8,8 @@ from itertools import pairwise
 import numpy as np
 import pytest
 
-from poseapp.budget import BudgetController, LatencyModel, fit_line
 from poseapp.models.knob import FIXED, Knob
+from poseapp.runtime.budget import BudgetController, LatencyModel, fit_line
 
 KNOB = Knob("keep_ratio", 0.5, 1.0, 0.7)
 

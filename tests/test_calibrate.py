@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from poseapp.calibrate import EtaPoint, choose_eta, eta_curve, set_default_eta
 from poseapp.data import PoseDataset, load_people
-from poseapp.evaluate import pck_on_people, predict_dataset
+from poseapp.engine.calibrate import EtaPoint, choose_eta, eta_curve, set_default_eta
+from poseapp.engine.evaluate import pck_on_people, predict_dataset
+from poseapp.engine.train import TrainConfig, train
 from poseapp.models import EMGPose, create_model, load_model, save_model
 from poseapp.models.vit import ViTSize
 from poseapp.skeleton import NUM_JOINTS
-from poseapp.train import TrainConfig, train
 from tests.test_train import write_dataset
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from poseapp.cli import main
+from poseapp.io.video import VideoWriter
 from poseapp.models import create_model, save_model
-from poseapp.video import VideoWriter
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from poseapp.corpus import (
+from poseapp.data import AugmentConfig, PoseDataset, load_people
+from poseapp.data.augment import Cut, blank_beyond, truncate
+from poseapp.engine.corpus import (
     Candidate,
     crop_hash,
     dedupe,
@@ -18,12 +20,10 @@ from poseapp.corpus import (
     roboflow_group,
     scan_sources,
 )
-from poseapp.data import AugmentConfig, PoseDataset, load_people
-from poseapp.data.augment import Cut, blank_beyond, truncate
-from poseapp.evaluate import Predictions
-from poseapp.label import fuse_teachers
+from poseapp.engine.label import fuse_teachers
+from poseapp.geometry import transform_points
+from poseapp.results import Predictions
 from poseapp.skeleton import INDEX, NUM_JOINTS
-from poseapp.transforms import transform_points
 from tests.test_data import LSP_NAMES, annotation, write_coco
 
 

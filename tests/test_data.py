@@ -25,8 +25,8 @@ from poseapp.data import (
     person_mask,
     split_people,
 )
-from poseapp.skeleton import COCO17, FLIP_INDEX, INDEX, NUM_JOINTS
-from poseapp.transforms import (
+from poseapp.geometry import transform_points
+from poseapp.runtime.transforms import (
     CROP_PADDING,
     HEATMAP_SIZE,
     INPUT_SIZE,
@@ -34,8 +34,8 @@ from poseapp.transforms import (
     box_to_center_scale,
     crop_matrix,
     flip_heatmaps,
-    transform_points,
 )
+from poseapp.skeleton import COCO17, FLIP_INDEX, INDEX, NUM_JOINTS
 
 IN_W, IN_H = INPUT_SIZE
 STRIDE = IN_W / HEATMAP_SIZE[0]

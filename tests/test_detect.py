@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from poseapp.detect import DEFAULT_DETECTOR, PersonDetector
+from poseapp.runtime.detect import DEFAULT_DETECTOR, PersonDetector
 
 
 @pytest.fixture(scope="module")

@@ -9,16 +9,11 @@ import numpy as np
 import pytest
 
 from poseapp.data import PoseDataset, load_people, read_bgr
-from poseapp.evaluate import (
-    AP_KEYS,
-    ModelEstimator,
-    Predictions,
-    coco_keypoint_ap,
-    evaluate,
-)
-from poseapp.inference import crop_batch
+from poseapp.engine.evaluate import AP_KEYS, ModelEstimator, coco_keypoint_ap, evaluate
 from poseapp.models import EViTPose
 from poseapp.models.vit import ViTSize
+from poseapp.results import Predictions
+from poseapp.runtime.inference import crop_batch
 from poseapp.skeleton import COCO17, JOINTS, NUM_JOINTS
 
 LSP_NAMES = (

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from poseapp.flops import count_macs
 from poseapp.models import create_model
 from poseapp.models.vit import explicit_attention
+from poseapp.runtime.flops import count_macs
 
 
 def counted(model: torch.nn.Module, x: torch.Tensor, knob: float | None) -> tuple[float, float]:

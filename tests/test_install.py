@@ -15,8 +15,8 @@ import pytest
 
 from poseapp import paths
 from poseapp.cli import launch
+from poseapp.io.video import VideoWriter, probe
 from poseapp.models import create_model, save_model
-from poseapp.video import VideoWriter, probe
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 ROOT = Path(__file__).resolve().parent.parent

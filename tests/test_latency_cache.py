@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from poseapp.budget import LatencyModel
-from poseapp.latency_cache import cached_latency, default_cache_dir, latency_key
 from poseapp.models import create_model
+from poseapp.runtime.budget import LatencyModel
+from poseapp.runtime.latency_cache import cached_latency, default_cache_dir, latency_key
 
 
 def counting_calibration(calls: list[int]):

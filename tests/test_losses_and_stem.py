@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from poseapp.inference import keypoints_from_logits
-from poseapp.losses import heatmap_cross_entropy, heatmap_mse, object_keypoint_similarity
+from poseapp.engine.losses import heatmap_cross_entropy, heatmap_mse, object_keypoint_similarity
 from poseapp.models.stem import YoloStem
-from poseapp.transforms import INPUT_SIZE, encode_heatmaps, heatmap_size
+from poseapp.runtime.inference import keypoints_from_logits
+from poseapp.runtime.transforms import INPUT_SIZE, encode_heatmaps, heatmap_size
 
 
 def targets_for(xy: np.ndarray, input_size: tuple[int, int] = INPUT_SIZE) -> torch.Tensor:

@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from poseapp.flops import count_macs
 from poseapp.models import EMGPose, EViTPose, ViTPose, WeightsError, create_model, load_model, save_model
 from poseapp.models.emgpose import cover_weights, unmerge
 from poseapp.models.vit import Attention, ViTSize, explicit_attention
+from poseapp.runtime.flops import count_macs
 
 TINY = ViTSize(dim=48, depth=12, heads=3)
 J = 5

@@ -9,15 +9,15 @@ import pytest
 import torch
 
 from poseapp.cli import UsageError, check_knob, main
-from poseapp.evaluate import ModelEstimator
-from poseapp.flops import count_macs
+from poseapp.engine.evaluate import ModelEstimator
+from poseapp.engine.train import TrainConfig, build_model
 from poseapp.models import OnnxPoseModel, WeightsError, create_model, load_model, save_model
 from poseapp.models.onnx_model import record_from_tensors, record_tensors
 from poseapp.models.zoo import describe_weights
-from poseapp.onnx_export import ExportError, static_route
-from poseapp.pipeline import PipelineConfig, PosePipeline
 from poseapp.results import Detection, Frame
-from poseapp.train import TrainConfig, build_model
+from poseapp.runtime.flops import count_macs
+from poseapp.runtime.pipeline import PipelineConfig, PosePipeline
+from poseapp.tools.onnx_export import ExportError, static_route
 
 HW = [128, 96]
 

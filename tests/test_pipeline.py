@@ -8,14 +8,14 @@ import av
 import numpy as np
 import pytest
 
-from poseapp.budget import BudgetController, LatencyModel
+from poseapp.io.video import VideoWriter, open_source
 from poseapp.models import EMGPose, EViTPose
 from poseapp.models.vit import ViTSize
-from poseapp.pipeline import PipelineConfig, PosePipeline, carried
-from poseapp.render import Overlays
 from poseapp.results import Detection, Frame, Person
-from poseapp.run import annotate_video, open_writer
-from poseapp.video import VideoWriter, open_source
+from poseapp.runtime.budget import BudgetController, LatencyModel
+from poseapp.runtime.pipeline import PipelineConfig, PosePipeline, carried
+from poseapp.runtime.render import Overlays
+from poseapp.runtime.video_job import annotate_video, open_writer
 
 TINY = ViTSize(48, 12, 3)
 W, H = 320, 240

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from poseapp import skeleton
-from poseapp.render import Overlays, draw_result, final_groups
+from poseapp.geometry import invert_matrix, transform_points
 from poseapp.results import Frame, FrameResult, Person, PoseRecord
-from poseapp.transforms import box_to_center_scale, crop_matrix, invert_matrix, transform_points
+from poseapp.runtime.render import Overlays, draw_result, final_groups
+from poseapp.runtime.transforms import box_to_center_scale, crop_matrix
 
 # A standing figure as fractions (x, y) of its box, per joint of skeleton.JOINTS.
 _FIGURE = {

@@ -12,12 +12,12 @@ import cv2
 import numpy as np
 import pytest
 
+from poseapp.io.video import open_source, probe
 from poseapp.models import EViTPose
 from poseapp.models.vit import ViTSize
-from poseapp.pipeline import PipelineConfig, PosePipeline
 from poseapp.results import Detection
-from poseapp.run import annotate_video, open_writer
-from poseapp.video import open_source, probe
+from poseapp.runtime.pipeline import PipelineConfig, PosePipeline
+from poseapp.runtime.video_job import annotate_video, open_writer
 
 W, H = 96, 64
 """Stored (coded) frame size: landscape, as the phone's sensor records it."""

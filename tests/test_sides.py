@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from poseapp.data.sides import swap_groups, swapped_groups
-from poseapp.evaluate import Predictions
-from poseapp.label import label_images
+from poseapp.engine.label import label_images
+from poseapp.results import Predictions
 from poseapp.skeleton import COCO17, FLIP_INDEX, INDEX, JOINTS, NUM_JOINTS
 
 ARMS = [INDEX[f"{side}_{part}"] for side in ("left", "right") for part in ("shoulder", "elbow", "wrist")]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from poseapp.runtime.smoothing import KeypointSmoother, OneEuroFilter
 from poseapp.skeleton import NUM_JOINTS
-from poseapp.smoothing import KeypointSmoother, OneEuroFilter
 
 FPS = 30.0
 

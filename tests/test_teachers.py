@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from poseapp.data import load_people
-from poseapp.evaluate import Predictions
-from poseapp.label import label_images
+from poseapp.engine.label import label_images
+from poseapp.engine.teachers import DEFAULT_MOVENET, MoveNetTeacher, YoloPoseTeacher
+from poseapp.geometry import xyxy_to_xywh
+from poseapp.results import Predictions
 from poseapp.skeleton import COCO17, INDEX, JOINTS, NUM_JOINTS
-from poseapp.teachers import DEFAULT_MOVENET, MoveNetTeacher, YoloPoseTeacher
-from poseapp.transforms import xyxy_to_xywh
 
 LSP_NAMES = (
     "right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle", "right_wrist",

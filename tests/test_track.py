@@ -1,13 +1,15 @@
-"""Tracker: box geometry, stable ids through gaps and crossings, track death, refinement, detection signal."""
+"""Tracker: the Kalman box filter, stable ids through gaps and crossings, track death, refinement and the
+detection signal."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from poseapp.geometry import iou_matrix
 from poseapp.results import Detection
+from poseapp.runtime.track import BoxKalman, Tracker
 from poseapp.skeleton import NUM_JOINTS
-from poseapp.track import BoxKalman, Tracker, iou_matrix, oks_matrix
 
 
 def box_at(cx: float, cy: float, w: float = 60.0, h: float = 160.0) -> np.ndarray:
@@ -16,29 +18,6 @@ def box_at(cx: float, cy: float, w: float = 60.0, h: float = 160.0) -> np.ndarra
 
 def dets(*boxes: np.ndarray) -> list[Detection]:
     return [Detection(b, 0.9) for b in boxes]
-
-
-def test_iou_matrix_known_values():
-    a = np.array([[0, 0, 10, 10], [0, 0, 10, 10]], dtype=float)
-    b = np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]], dtype=float)
-    np.testing.assert_allclose(iou_matrix(a, b), [[1, 1 / 3, 0], [1, 1 / 3, 0]])
-    assert iou_matrix(np.zeros((0, 4)), b).shape == (0, 3)
-
-
-def test_oks_matrix_identity_and_scores():
-    rng = np.random.default_rng(0)
-    kp = rng.uniform(0, 100, (2, NUM_JOINTS, 2))
-    oks = oks_matrix(kp, kp)
-    np.testing.assert_allclose(np.diag(oks), 1.0)
-    assert oks[0, 1] < 0.5
-    # Joints below min_score on either side are ignored; no common joint means 0.
-    scores = np.zeros((2, NUM_JOINTS))
-    assert np.all(oks_matrix(kp, kp, scores, scores) == 0)
-    moved = kp[:1].copy()
-    moved[0, 0] += 50
-    scores_b = np.ones((1, NUM_JOINTS))
-    scores_b[0, 0] = 0
-    assert oks_matrix(moved, kp[:1], scores_b=scores_b)[0, 0] == pytest.approx(1.0)
 
 
 def test_box_kalman_learns_velocity():

@@ -19,13 +19,13 @@ import pytest
 import torch
 from torch import nn
 
-import poseapp.train as training
+import poseapp.engine.train as training
 from poseapp.cli import main
 from poseapp.data import PoseDataset, load_people
+from poseapp.engine.train import EpochOrder, SeededData, TrainConfig, build_model, lr_at, seed_from, train
 from poseapp.models import WeightsError, create_model, load_model, save_model
 from poseapp.models.vit import resample_pos_embed
 from poseapp.skeleton import COCO17
-from poseapp.train import EpochOrder, SeededData, TrainConfig, build_model, lr_at, seed_from, train
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from poseapp.flops import count_macs
-from poseapp.inference import crop_batch, macs_per_crop, pose_logits
+from poseapp.geometry import invert_matrix, transform_points
 from poseapp.models import EViTPose
 from poseapp.models.vit import ViTSize
-from poseapp.skeleton import FLIP_INDEX, NUM_JOINTS
-from poseapp.transforms import (
+from poseapp.runtime.flops import count_macs
+from poseapp.runtime.inference import crop_batch, macs_per_crop, pose_logits
+from poseapp.runtime.transforms import (
     HEATMAP_SIZE,
     INPUT_SIZE,
     box_to_center_scale,
@@ -21,9 +21,8 @@ from poseapp.transforms import (
     encode_heatmaps,
     flip_heatmaps,
     heatmaps_to_image,
-    invert_matrix,
-    transform_points,
 )
+from poseapp.skeleton import FLIP_INDEX, NUM_JOINTS
 
 IN_W, IN_H = INPUT_SIZE
 HM_W, HM_H = HEATMAP_SIZE

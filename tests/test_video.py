@@ -20,8 +20,7 @@ import cv2
 import numpy as np
 import pytest
 
-from poseapp.results import Frame
-from poseapp.video import (
+from poseapp.io.video import (
     CaptureThread,
     FrameSource,
     SourceInfo,
@@ -31,6 +30,7 @@ from poseapp.video import (
     open_source,
     probe,
 )
+from poseapp.results import Frame
 
 BITS = 6
 N = 30

@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 import torch
 
+from poseapp.runtime.transforms import box_to_center_scale
 from poseapp.skeleton import FLIP_INDEX, INDEX, LIMB_INDEX, NUM_JOINTS
-from poseapp.transforms import box_to_center_scale
 
 _LOWER_NAMES = ("left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle")
 LOWER_BODY: np.ndarray = np.isin(np.arange(NUM_JOINTS), [INDEX[n] for n in _LOWER_NAMES])

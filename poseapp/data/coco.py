@@ -25,8 +25,8 @@ from poseapp.data.augment import (
     sample_window,
     truncate,
 )
-from poseapp.skeleton import FLIP_INDEX, NUM_JOINTS, joint_mapping, to_unified
-from poseapp.transforms import (
+from poseapp.geometry import transform_points
+from poseapp.runtime.transforms import (
     CROP_PADDING,
     INPUT_SIZE,
     TRAIN_PADDING,
@@ -35,8 +35,8 @@ from poseapp.transforms import (
     crop_matrix,
     encode_heatmaps,
     heatmap_size,
-    transform_points,
 )
+from poseapp.skeleton import FLIP_INDEX, NUM_JOINTS, joint_mapping, to_unified
 
 _JOINT_BOX_PAD = 0.1  # a box made from joints reaches this fraction of their extent beyond each side
 _MIN_BOX_SIDE = 2.0  # ... and is at least this many pixels on each side (a single joint still gets a crop)

@@ -31,8 +31,8 @@ def _scatter_rows(target: torch.Tensor, index: torch.Tensor, rows: torch.Tensor)
 
 class EViTPose(nn.Module):
     knob = Knob("keep_ratio", low=0.25, high=1.0, default=0.5)
-    """Default 0.5: on pelota the shipped checkpoint loses 0.004 AP there against keep 1.0 for 33% fewer
-    GFLOPs (``weights/evitpose_t.md``)."""
+    """Default 0.5: half the patches go on past each pruning layer, for a small loss of accuracy against keep
+    1.0 and a large saving in GFLOPs (each checkpoint's model card, ``weights/*.md``, gives both)."""
 
     def __init__(
         self,

@@ -72,7 +72,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 def prepare_for_inference(model: nn.Module) -> nn.Module:
     """Eval mode, with BatchNorms folded into the convolutions before them (stem, head), and the convolutions
     (stem, deconvolution head) channels-last, the layout crops arrive in (``crop_batch``) and the faster one
-    for oneDNN on x86 CPUs and for GPUs: 1-1.5 ms less per pose call of EViTPose-T here."""
+    for oneDNN on x86 CPUs and for GPUs."""
     model.eval()
     if isinstance(getattr(model, "patch_embed", None), YoloStem):
         model.patch_embed.fuse()

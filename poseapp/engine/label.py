@@ -16,12 +16,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .data import load_people, read_bgr
-from .data.sides import swap_groups, swapped_groups
-from .evaluate import PoseEstimator
-from .skeleton import JOINTS, LIMB_INDEX, NUM_JOINTS, SIGMAS, joint_mapping
+from ..data import load_people, read_bgr
+from ..data.sides import swap_groups, swapped_groups
+from ..geometry import xyxy_to_xywh
+from ..results import PoseEstimator
+from ..skeleton import JOINTS, LIMB_INDEX, NUM_JOINTS, SIGMAS, joint_mapping
 from .teachers import YoloPoseTeacher
-from .transforms import xyxy_to_xywh
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 MIN_BOX_SCORE = 0.5

@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..models.record import PoseOutput
+from ..skeleton import FLIP_INDEX
 from .flops import count_macs
-from .models.record import PoseOutput
-from .skeleton import FLIP_INDEX
 from .transforms import (
     CROP_PADDING,
     HEATMAP_STRIDE,

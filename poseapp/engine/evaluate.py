@@ -1,7 +1,7 @@
 """Accuracy: top-down predictions on a dataset's people, PCK, and COCO keypoint AP.
 
-``evaluate`` runs anything with the ``PoseEstimator`` interface (a PoseApp model through
-``ModelEstimator``, or a teacher from ``poseapp.teachers``) on a COCO keypoint file, with the ground-truth
+``evaluate`` runs anything with the ``results.PoseEstimator`` interface (a PoseApp model through
+``ModelEstimator``, or a teacher from ``engine.teachers``) on a COCO keypoint file, with the ground-truth
 boxes or with a person detector's, and scores it on the joints the dataset and the estimator share.
 """
 
@@ -10,25 +10,24 @@ from __future__ import annotations
 import io
 import json
 import warnings
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import redirect_stdout
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .data import Person, PoseDataset, load_people, read_bgr
-from .flops import count_macs
-from .inference import image_keypoints, macs_per_crop
-from .predictor import TopDownPredictor
-from .skeleton import INDEX, JOINTS, NUM_JOINTS, SIGMAS, joint_mapping
-from .track import iou_matrix
-from .transforms import xywh_to_xyxy, xyxy_to_xywh
+from ..data import Person, PoseDataset, load_people, read_bgr
+from ..geometry import iou_matrix, points_extent, xywh_to_xyxy, xyxy_to_xywh
+from ..results import PosedPeople, PoseEstimator, Predictions
+from ..runtime.inference import macs_per_crop
+from ..runtime.predictor import TopDownOutput, TopDownPredictor
+from ..skeleton import INDEX, JOINTS, NUM_JOINTS, SIGMAS, joint_mapping
 
 AP_KEYS: tuple[str, ...] = ("AP", "AP50", "AP75", "APm", "APl", "AR")
 """The first six of ``COCOeval.stats`` for keypoints, in that order."""
@@ -36,42 +35,6 @@ PCK_THRESHOLD = 0.2
 MATCH_IOU = 0.5
 """With detected boxes, a ground-truth person is found by the prediction whose box overlaps it most, if
 at least this much; PCK counts every joint of a person not found as wrong."""
-
-
-@dataclass
-class Predictions:
-    xy: np.ndarray
-    """(N, J, 2) image pixels."""
-    scores: np.ndarray
-    """(N, J) in [0, 1]."""
-    gflops: np.ndarray
-    """(N,) 10^9 multiply-adds spent on each person."""
-
-    @classmethod
-    def empty(cls) -> Predictions:
-        return cls(np.zeros((0, NUM_JOINTS, 2)), np.zeros((0, NUM_JOINTS)), np.zeros(0))
-
-
-@dataclass
-class PosedPeople:
-    """The people an end-to-end estimator found in one image."""
-
-    boxes: np.ndarray
-    """(N, 4) x0, y0, x1, y1 image pixels."""
-    box_scores: np.ndarray
-    """(N,)"""
-    pose: Predictions
-
-
-class PoseEstimator(Protocol):
-    """Top-down keypoints on the unified skeleton for given person boxes of one image."""
-
-    joints: tuple[str, ...]
-    """Names (of ``skeleton.JOINTS``) it predicts; the other joints come back with score 0."""
-
-    def predict(
-        self, image_bgr: np.ndarray, boxes_xywh: np.ndarray, knob: float | None = None
-    ) -> Predictions: ...
 
 
 Detector = Callable[[np.ndarray], Sequence[Any]]
@@ -141,7 +104,15 @@ class EvalReport:
         return f"{ap} PCK@0.2 {self.pck:.3f} {cost} ({self.people} people)"
 
 
-@torch.no_grad()
+def predict_batches(
+    predictor: TopDownPredictor, dataset: PoseDataset, knob: float | None = None, batch: int = 32
+) -> Iterator[TopDownOutput]:
+    """The top-down step on the eval crops of ``dataset`` (made as ``runtime.inference.crop_batch`` makes
+    them), ``batch`` people per model call, in the dataset's order."""
+    for sample in DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=0):
+        yield predictor.pose_crops(sample.image, sample.matrix.numpy(), knob)
+
+
 def predict_dataset(
     model: nn.Module,
     dataset: PoseDataset,
@@ -149,15 +120,14 @@ def predict_dataset(
     batch: int = 32,
     device: str | torch.device = "cpu",
 ) -> Predictions:
-    """Run ``model`` on every person crop of ``dataset`` (eval crops) and map keypoints to the image."""
-    model = model.to(device).eval()
+    """Run ``model`` (in float32) on every person crop of ``dataset`` (eval crops) and map keypoints to
+    the image."""
+    predictor = TopDownPredictor(model, device, "fp32")
     xy, scores, macs = [], [], []
-    for sample in DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=0):
-        out = model(sample.image.to(device), knob)
-        keypoints, score = image_keypoints(out.heatmaps, sample.matrix.numpy())
-        xy.append(keypoints)
-        scores.append(score)
-        macs.append(count_macs(model, out).cpu().numpy())
+    for posed in predict_batches(predictor, dataset, knob, batch):
+        xy.append(posed.keypoints)
+        scores.append(posed.scores)
+        macs.append(macs_per_crop(model, posed.output, len(posed.keypoints)).cpu().numpy())
     return Predictions(np.concatenate(xy), np.concatenate(scores), np.concatenate(macs) / 1e9)
 
 
@@ -242,14 +212,6 @@ def shared_joints(
     return positions, unified[positions]
 
 
-def _extent(xy: np.ndarray) -> list[float]:
-    """``[x, y, w, h]`` of the points ``(K, 2)`` (zeros for none)."""
-    if len(xy) == 0:
-        return [0.0, 0.0, 0.0, 0.0]
-    low, high = xy.min(axis=0), xy.max(axis=0)
-    return [float(low[0]), float(low[1]), float(high[0] - low[0]), float(high[1] - low[1])]
-
-
 def _coco(images: list[dict], category_id: int, annotations: list[dict]) -> Any:
     from pycocotools.coco import COCO
 
@@ -268,7 +230,7 @@ def _shared_truth(
     keypoints = np.asarray(ann.get("keypoints") or np.zeros(3 * len(names)), dtype=np.float64)
     keypoints = keypoints.reshape(len(names), 3)[positions]
     labelled = keypoints[keypoints[:, 2] > 0, :2]
-    box = ann.get("bbox") or _extent(labelled)
+    box = ann.get("bbox") or points_extent(labelled).tolist()
     return {
         "id": number,
         "image_id": ann["image_id"],
@@ -283,7 +245,7 @@ def _shared_truth(
 
 def _shared_result(result: dict, number: int, positions: np.ndarray, joints: int) -> dict:
     keypoints = np.asarray(result["keypoints"], dtype=np.float64).reshape(joints, 3)[positions]
-    box = _extent(keypoints[:, :2])  # as COCO.loadRes does for keypoint results
+    box = points_extent(keypoints[:, :2]).tolist()  # as COCO.loadRes does for keypoint results
     return {
         "id": number,
         "image_id": result["image_id"],

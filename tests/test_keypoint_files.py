@@ -11,7 +11,7 @@ import weakref
 import numpy as np
 import pytest
 
-from poseapp.export import COCO_RESULTS_SCHEMA, ResultsExporter
+from poseapp.io.keypoint_files import COCO_RESULTS_SCHEMA, ResultsExporter
 from poseapp.results import Frame, FrameResult, Person
 from poseapp.skeleton import COCO17, INDEX, JOINTS, NUM_JOINTS
 

@@ -1,4 +1,4 @@
-"""Teacher pose models (MoveNet Thunder, YOLO11n-pose) as ``evaluate.PoseEstimator``s on the unified skeleton.
+"""Teacher pose models (MoveNet Thunder, YOLO11n-pose) as ``results.PoseEstimator``s on the unified skeleton.
 
 Both predict COCO-17, mapped onto ``skeleton.JOINTS`` by name (``neck`` and ``head_top`` score 0). Both
 learned coordinates normalised by the image size from COCO labels, so scaling them back by the size gives
@@ -13,21 +13,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .evaluate import PosedPeople, Predictions
-from .skeleton import COCO17, NUM_JOINTS, joint_mapping
-from .track import iou_matrix
-from .transforms import (
-    CROP_PADDING,
-    box_to_center_scale,
-    crop_image,
-    crop_matrix,
-    invert_matrix,
-    transform_points,
-)
+from ..geometry import invert_matrix, iou_matrix, transform_points, xywh_to_xyxy
+from ..paths import CHECKOUT, default_detector
+from ..results import PosedPeople, Predictions
+from ..runtime.transforms import CROP_PADDING, box_to_center_scale, crop_image, crop_matrix
+from ..skeleton import COCO17, NUM_JOINTS, joint_mapping
 
-_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MOVENET: Path = _ROOT.parent / "shared" / "teachers" / "movenet-thunder.onnx"
-DEFAULT_YOLO_POSE: Path = _ROOT / "assets" / "fetched" / "yolo11n-pose.pt"
+DEFAULT_MOVENET: Path = CHECKOUT.parent / "shared" / "teachers" / "movenet-thunder.onnx"
+DEFAULT_YOLO_POSE: Path = default_detector()
 _COCO_TO_UNIFIED = joint_mapping(COCO17)
 
 
@@ -138,7 +131,7 @@ class YoloPoseTeacher:
             found_boxes, _, found_xy, found_scores = self._run(
                 crop_image(image_bgr, matrix, (self.crop_size, self.crop_size)), self.crop_size
             )
-            corners = transform_points(np.reshape([box[:2], box[:2] + box[2:]], (2, 2)), matrix)
+            corners = transform_points(xywh_to_xyxy(box).reshape(2, 2), matrix)
             iou = iou_matrix(corners.reshape(1, 4), found_boxes)[0]
             if iou.size and iou.max() > 0:
                 best = iou.argmax()

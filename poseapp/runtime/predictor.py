@@ -1,7 +1,9 @@
 """The one top-down step: person boxes of an image -> crops -> one batched model call -> image keypoints.
 
-``TopDownPredictor`` is what the video pipeline, the accuracy evaluation (``evaluate.ModelEstimator``) and the
-Python API (``Pose(image, boxes=...)``) call, so every path poses a box the same way.
+``TopDownPredictor`` is what the video pipeline, the Python API (``Pose(image, boxes=...)``), the accuracy
+evaluation (``engine.evaluate``: ``ModelEstimator`` on an image's boxes, ``predict_dataset`` on a dataset's
+eval crops, which training validates with) and the eta calibration (``engine.calibrate``) call, so every
+path poses a box the same way.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..models import PoseOutput
 from .inference import crop_batch, image_keypoints, pose_logits
-from .models import PoseOutput
 from .precision import autocast, model_precision
 
 
@@ -52,6 +54,16 @@ class TopDownPredictor:
         """Pose the people in ``boxes_xywh`` (N >= 1, 4) of ``image_bgr`` (H, W, 3) uint8 at ``knob`` (None:
         the model's default); ``flip`` adds the flip test (``inference.pose_logits``, twice the cost)."""
         crops, matrices = crop_batch(image_bgr, boxes_xywh, self.model.input_size)
+        return self.pose_crops(crops, matrices, knob, flip)
+
+    @torch.no_grad()
+    def pose_crops(
+        self, crops: torch.Tensor, matrices: np.ndarray, knob: float | None = None, flip: bool = False
+    ) -> TopDownOutput:
+        """The model and the decoding on crops already made: ``crops`` (N, 3, h, w) RGB in [0, 1] at the
+        model's input size, cut with the image -> crop ``matrices`` (N, 2, 3) (``crop_batch``, or a dataset's
+        eval crops). Under ``no_grad`` rather than ``inference_mode``, so a training loop can validate its
+        model with it."""
         start = time.perf_counter()
         with autocast(self.precision, self.device):
             logits, out = pose_logits(self.model, crops.to(self.device), knob, flip)

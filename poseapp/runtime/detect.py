@@ -2,7 +2,7 @@
 
 A PyTorch checkpoint runs as a plain ``nn.Module``: letterbox, forward, Ultralytics' NMS, boxes back to
 the image. That skips the predictor's per-call bookkeeping and its warm-up, which imports torchvision
-(1.4 s here, on the viewer's way to its first frame). Exported checkpoints go through ``YOLO.predict``.
+(seconds on the viewer's way to its first frame). Exported checkpoints go through ``YOLO.predict``.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .paths import default_detector
+from ..paths import default_detector
+from ..results import Detection
 from .precision import autocast, resolve_precision
-from .results import Detection
 
 DEFAULT_DETECTOR: Path = default_detector()
 """Resolved once, at import (``paths.py``: ``$POSEAPP_HOME``, the checkout, or the installed share folder)."""

@@ -20,10 +20,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .flops import count_macs
-from .inference import keypoints_from_logits
-from .models import EMGPose, prepare_for_inference
-from .models.onnx_model import INPUT_NAME, METADATA_KEY, OnnxMetadata, OnnxPoseModel, record_tensors
+from ..models import EMGPose, prepare_for_inference
+from ..models.onnx_model import INPUT_NAME, METADATA_KEY, OnnxMetadata, OnnxPoseModel, record_tensors
+from ..runtime.flops import count_macs
+from ..runtime.inference import keypoints_from_logits
 
 OPSET = 18
 MAX_KEYPOINT_ERROR_PX = 0.5

@@ -1,13 +1,16 @@
-"""One way to build the pose pipeline from run options, shared by the video command, the viewer, ``batch``
-and the Python API (``Pose``): the same options give the same pipeline wherever they are given.
+"""One way to build the pose pipeline from run options, shared by the video command, the viewer,
+``tools.batch`` and the Python API (``Pose``): the same options give the same pipeline wherever they are
+given.
 
 ``PipelineBuilder`` holds a ``PipelineConfig`` and a person detector. Each call builds a fresh pipeline (its
 own tracker and smoother) for a checkpoint, so the viewer can switch models; the detector is loaded once, on
-the first call, and shared.
+the first call, and shared. ``builder_from_args``, ``pipeline_from_args`` and ``overlays_from_args`` read
+the run options as the command line parses them (``cli.add_pipeline_options``).
 """
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,11 +18,12 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from .models import OnnxPoseModel, load_model, prepare_for_inference
+from ..models import OnnxPoseModel, load_model, prepare_for_inference
 
-if TYPE_CHECKING:  # the pipeline (scipy, via the tracker) and the detector load when first built
+if TYPE_CHECKING:  # the pipeline (scipy, via the tracker), the detector and the renderer load when used
+    from ..results import Detector
     from .pipeline import PipelineConfig, PosePipeline
-    from .results import Detector
+    from .render import Overlays
 
 
 class UsageError(ValueError):
@@ -96,3 +100,40 @@ class PipelineBuilder:
             model = self.model(weights)  # first: a bad checkpoint fails before the slow detector loads
         cfg = replace(self.cfg, weights=weights or self.cfg.weights)
         return PosePipeline(cfg, self.detector(), model=model)
+
+
+def builder_from_args(args: argparse.Namespace, runtime_knob: bool = False) -> PipelineBuilder:
+    """The pipeline builder the run options describe (``args`` parsed with ``cli.add_pipeline_options``),
+    checked without loading anything. ``runtime_knob``: leave ``--budget-ms``, ``--keep-ratio`` and ``--eta``
+    out of the pipeline's configuration, for the viewer, which sets them on each model it loads."""
+    from .pipeline import PipelineConfig
+
+    if args.keep_ratio is not None and args.eta is not None:
+        raise UsageError("give --keep-ratio or --eta, not both")
+    if args.budget_ms is not None and args.budget_ms <= 0:
+        raise UsageError("--budget-ms must be positive")
+    if args.detect_every < 1:
+        raise UsageError("--detect-every must be at least 1")
+    knob = args.keep_ratio if args.keep_ratio is not None else args.eta
+    knob_name = (
+        None if knob is None or runtime_knob else ("keep_ratio" if args.keep_ratio is not None else "eta")
+    )
+    cfg = PipelineConfig(
+        weights=args.weights, device=args.device, detect_every=args.detect_every,
+        budget_ms=None if runtime_knob else args.budget_ms, knob=None if runtime_knob else knob,
+        smoothing=not args.no_smooth, precision=args.precision, flip=args.flip,
+    )  # fmt: skip
+    return PipelineBuilder(cfg, args.detector, knob_name)
+
+
+def pipeline_from_args(args: argparse.Namespace) -> PosePipeline:
+    """The detector + tracker + pose pipeline the run options describe."""
+    return builder_from_args(args)()
+
+
+def overlays_from_args(args: argparse.Namespace) -> Overlays:
+    """The ``--overlay`` choices as the renderer's Overlays."""
+    from .render import Overlays
+
+    return Overlays(patches="patches" in args.overlay, granularity="grid" in args.overlay,
+                    merges="merges" in args.overlay)  # fmt: skip

@@ -12,14 +12,14 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
-from .data import PoseDataset
-from .evaluate import pck
-from .flops import count_macs
-from .inference import image_keypoints
-from .models import EMGPose
-from .models.knob import Knob
+from ..data import PoseDataset
+from ..models import EMGPose
+from ..models.knob import Knob
+from ..runtime.flops import count_macs
+from ..runtime.inference import image_keypoints
+from ..runtime.predictor import TopDownPredictor
+from .evaluate import pck, predict_batches
 
 ETA_GRID = np.round(np.linspace(0.0, 1.0, 21), 2)
 TOLERANCE = 0.01
@@ -36,22 +36,26 @@ class EtaPoint:
     """Mean 10^9 multiply-adds per person."""
 
 
-@torch.no_grad()
 def eta_curve(
-    model: EMGPose, dataset: PoseDataset, etas: np.ndarray = ETA_GRID, batch: int = 32
+    model: EMGPose,
+    dataset: PoseDataset,
+    etas: np.ndarray = ETA_GRID,
+    batch: int = 32,
+    device: str | torch.device | None = None,
 ) -> list[EtaPoint]:
-    """PCK@0.2, fine-stage share and GFLOPs of ``model`` on ``dataset``'s people (eval crops) at each eta."""
-    model.eval()
+    """PCK@0.2, fine-stage share and GFLOPs of ``model`` on ``dataset``'s people (eval crops) at each eta,
+    on ``device`` (None: where the model's parameters are), in float32."""
+    device = next(model.parameters()).device if device is None else device
+    predictor = TopDownPredictor(model, device, "fp32")
     coarse, fine, quality, macs_coarse, macs_fine = [], [], [], [], []
-    for sample in DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=0):
-        out = model(sample.image, model.knob.high)
-        matrices = sample.matrix.numpy()
-        for maps, into in ((out.coarse_heatmaps, coarse), (out.heatmaps, fine)):
-            into.append(image_keypoints(maps, matrices)[0])
-        quality.append(out.quality.float().numpy())
-        macs_fine.append(count_macs(model, out).numpy())
+    for posed in predict_batches(predictor, dataset, model.knob.high, batch):
+        out = posed.output
+        coarse.append(image_keypoints(out.coarse_heatmaps, posed.matrices)[0])
+        fine.append(posed.keypoints)
+        quality.append(out.quality.float().cpu().numpy())
+        macs_fine.append(count_macs(model, out).cpu().numpy())
         coarse_only = replace(out, fine_stage=torch.zeros_like(out.fine_stage))
-        macs_coarse.append(count_macs(model, coarse_only).numpy())
+        macs_coarse.append(count_macs(model, coarse_only).cpu().numpy())
     coarse_xy, fine_xy, q = np.concatenate(coarse), np.concatenate(fine), np.concatenate(quality)
     cost = np.stack([np.concatenate(macs_coarse), np.concatenate(macs_fine)]) / 1e9
     truth = np.stack([p.xy for p in dataset.people])

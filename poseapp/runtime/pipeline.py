@@ -1,8 +1,8 @@
 """One frame through the whole chain: detect (every k-th frame) -> track -> batched pose -> smoothing.
 
 ``PosePipeline.step`` is synchronous and single-threaded; the threads around it (capture, writer, GUI
-worker) live in ``video.py``, ``run.py`` and ``app/``. The knob for each frame comes from the budget
-controller (fixed when the user pins it), so a new model plugs in without new pipeline code.
+worker) live in ``io/video.py``, ``runtime/video_job.py`` and ``app/``. The knob for each frame comes from
+the budget controller (fixed when the user pins it), so a new model plugs in without new pipeline code.
 """
 
 from __future__ import annotations
@@ -15,21 +15,21 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..geometry import box_from_keypoints, box_motion, invert_matrix, xyxy_to_xywh
+from ..models import PoseOutput, load_model, prepare_for_inference
+from ..paths import CHECKOUT, default_weights
+from ..results import Detection, Frame, FrameResult, Person, PoseRecord
 from .budget import BudgetController, LatencyModel
 from .flops import count_macs
 from .inference import pose_logits
 from .latency_cache import cached_latency, default_cache_dir, latency_key
-from .models import PoseOutput, load_model, prepare_for_inference
-from .paths import CHECKOUT, default_weights
 from .precision import autocast
 from .predictor import TopDownPredictor
-from .results import Detection, Frame, FrameResult, Person, PoseRecord
 from .smoothing import KeypointSmoother
 from .track import Track, Tracker
-from .transforms import invert_matrix, xyxy_to_xywh
 
 REPO = CHECKOUT
-"""The folder holding the package (``batch.py`` puts it on its Ray workers' ``PYTHONPATH``)."""
+"""The folder holding the package (``tools/batch.py`` puts it on its Ray workers' ``PYTHONPATH``)."""
 DEFAULT_WEIGHTS = default_weights()
 """Resolved once, at import (``paths.py``: ``$POSEAPP_HOME``, the checkout, or the installed share folder)."""
 
@@ -57,29 +57,12 @@ class PipelineConfig:
     """Folder of start-up latency calibrations (``latency_cache.py``); None = calibrate every time."""
 
 
-def box_from_keypoints(keypoints: np.ndarray, scores: np.ndarray, min_score: float) -> np.ndarray | None:
-    """The box of the confident joints, padded like a detector's person box; None with fewer than 4."""
-    good = scores >= min_score
-    if good.sum() < 4:
-        return None
-    lo, hi = keypoints[good].min(axis=0), keypoints[good].max(axis=0)
-    pad = np.maximum((hi - lo) * 0.1, 4.0)
-    return np.concatenate([lo - pad, hi + pad])
-
-
 def detector_interval(detect_every: int, calm: bool) -> int:
     """Frames between detector runs: ``detect_every`` in a calm scene (people tracked, none just lost or
     new, none coasting), half of it (at least 1) while the scene is empty or changing. Halved, not every
     frame: a person entering or a flickering detection would otherwise keep the detector on every frame
     for the whole time the scene keeps changing."""
     return detect_every if calm else max(1, detect_every // 2)
-
-
-def box_motion(old_box: np.ndarray, new_box: np.ndarray) -> np.ndarray:
-    """The (2, 3) image affine (scale per axis, then shift) that takes ``old_box`` onto ``new_box``."""
-    old, new = np.asarray(old_box, np.float64), np.asarray(new_box, np.float64)
-    scale = np.maximum(new[2:] - new[:2], 1e-6) / np.maximum(old[2:] - old[:2], 1e-6)
-    return np.column_stack([np.diag(scale), new[:2] - scale * old[:2]])
 
 
 def carried(person: Person, box: np.ndarray) -> Person:

@@ -1,15 +1,18 @@
-"""Top-down crop geometry and heatmap target encoding/decoding, shared by training, inference and evaluation.
+"""Top-down crop conventions and the heatmap codec, shared by inference, training and evaluation.
+
+The runtime crops and decodes with these functions; the training data (``poseapp.data``) makes its crops
+and targets with the same ones, so a model sees at inference the crops and heatmaps it learned on.
 
 Conventions
 -----------
-* Points are continuous pixel coordinates ``(x, y)``; pixel ``(i, j)`` (row, column) has its centre at
-  ``(x=j, y=i)``, as in ``cv2.warpAffine``. An image ``W`` pixels wide spans ``x`` in ``[-0.5, W - 0.5]``.
+* Points are continuous pixel coordinates ``(x, y)`` as in ``poseapp.geometry``; an image ``W`` pixels wide
+  spans ``x`` in ``[-0.5, W - 0.5]``. Affine matrices are 2x3 and map source points to destination points
+  (``geometry.transform_points``).
 * Sizes are ``(w, h)``. The default model input is ``INPUT_SIZE``; a model's heatmaps are its input at
   ``HEATMAP_STRIDE`` (``heatmap_size``), ``HEATMAP_SIZE`` for the default input.
 * Heatmap coordinate of an input point: ``u = (x + 0.5) / stride - 0.5`` (same for ``y``), i.e. cell ``u``
   covers input ``x`` in ``[u * stride - 0.5, (u + 1) * stride - 0.5]``. Both edges of the input map onto both
   edges of the heatmap, so mirroring a heatmap's columns mirrors ``x`` to ``input_w - 1 - x`` exactly.
-* Affine matrices are 2x3 float64 and map source points to destination points: ``p' = A @ p + t``.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 import torch
+
+from ..geometry import invert_matrix
 
 INPUT_SIZE: tuple[int, int] = (192, 256)
 HEATMAP_STRIDE = 4
@@ -45,9 +50,8 @@ TRAIN_PADDING = 1.25
 """A training crop is the person box enlarged by this (then scaled by 0.75-1.25 by augmentation)."""
 CROP_PADDING = 1.0
 """A top-down inference crop (models, teachers, validation) is the person box itself at the crop's aspect.
-Tighter than the training crops' median: the person gets more of a small crop's pixels. Measured on both
-validation splits for every model: LSPET hold-out PCK@0.2 of the default 0.729 at 1.25, 0.739 at 1.1 and
-0.753 at 1.0 (0.748 at 0.9); pelota AP 0.529 / 0.585 / 0.588 (see the model cards)."""
+Tighter than the median training crop, so the person gets more of a small crop's pixels; still inside the
+range the models train on (``TRAIN_PADDING`` times augmentation's 0.75-1.25 reaches down to 0.94)."""
 
 
 def box_to_center_scale(
@@ -88,21 +92,6 @@ def crop_matrix(
     linear = (out / size)[:, None] * rotation
     shift = out / 2 - 0.5 - linear @ center
     return np.concatenate([linear, shift[:, None]], axis=1)
-
-
-def invert_matrix(m: np.ndarray) -> np.ndarray:
-    """Inverse of a 2x3 affine matrix (or of each in a ``(..., 2, 3)`` stack)."""
-    m = np.asarray(m, dtype=np.float64)
-    linear = np.linalg.inv(m[..., :2])
-    shift = -linear @ m[..., 2:]
-    return np.concatenate([linear, shift], axis=-1)
-
-
-def transform_points(points: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """Apply a 2x3 affine matrix to points ``(..., 2)``."""
-    points = np.asarray(points, dtype=np.float64)
-    m = np.asarray(m, dtype=np.float64)
-    return points @ m[:, :2].T + m[:, 2]
 
 
 def crop_image(image: np.ndarray, m: np.ndarray, out_size: tuple[int, int] = INPUT_SIZE) -> np.ndarray:
@@ -233,15 +222,3 @@ def flip_heatmaps(
         index = torch.as_tensor(np.asarray(flip_index), dtype=torch.long, device=heatmaps.device)
         return heatmaps.index_select(-3, index).flip(-1)
     return np.ascontiguousarray(np.take(heatmaps, np.asarray(flip_index), axis=-3)[..., ::-1])
-
-
-def xyxy_to_xywh(boxes: np.ndarray) -> np.ndarray:
-    """Boxes (..., 4) from corners (x0, y0, x1, y1) to corner and size (x, y, w, h)."""
-    boxes = np.asarray(boxes, dtype=np.float64)
-    return np.concatenate([boxes[..., :2], boxes[..., 2:] - boxes[..., :2]], axis=-1)
-
-
-def xywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
-    """Boxes (..., 4) from corner and size (x, y, w, h) to corners (x0, y0, x1, y1)."""
-    boxes = np.asarray(boxes, dtype=np.float64)
-    return np.concatenate([boxes[..., :2], boxes[..., :2] + boxes[..., 2:]], axis=-1)

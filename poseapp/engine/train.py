@@ -29,25 +29,26 @@ from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler, Sampler
 from tqdm import tqdm
 
+from ..data import AugmentConfig, PoseDataset, Sample, load_people, split_people
+from ..models import EMGPose, EViTPose, WeightsError, create_model, load_model, save_model
+from ..models.stem import YoloStem
+from ..models.vit import DEFAULT_IMG_HW, resample_pos_embed
+from ..models.zoo import read_metadata
+from ..paths import default_detector
+from ..runtime.inference import keypoints_from_logits
+from ..runtime.precision import autocast, resolve_precision
+from ..runtime.transforms import TRAIN_PADDING
+from ..skeleton import SIGMAS
 from .calibrate import EtaPoint, choose_eta, eta_curve, set_default_eta
-from .data import AugmentConfig, PoseDataset, Sample, load_people, split_people
 from .evaluate import pck_on_people
-from .inference import keypoints_from_logits
 from .losses import LOSSES, object_keypoint_similarity, quality_loss
-from .models import EMGPose, EViTPose, WeightsError, create_model, load_model, save_model
-from .models.stem import YoloStem
-from .models.vit import DEFAULT_IMG_HW, resample_pos_embed
-from .models.zoo import read_metadata
-from .precision import autocast, resolve_precision
-from .skeleton import SIGMAS
-from .transforms import TRAIN_PADDING
 
 
 @dataclass
 class TrainConfig:
     model: str = "evitpose_t"
     stem: str = "yolo"
-    stem_weights: str = "assets/fetched/yolo11n-pose.pt"
+    stem_weights: str = field(default_factory=lambda: str(default_detector()))
     init: str = ""
     """A PoseApp checkpoint of the same model to start from (a new schedule; the stem is not re-read)."""
     init_from: str = ""

@@ -1,4 +1,5 @@
-"""Export of pose results: COCO keypoint-results JSON and a flat CSV, one entry per person per frame."""
+"""Pose results as files: COCO keypoint-results JSON and a flat CSV with one entry per person per frame
+(``--json``, ``--csv``), and one frame as a JSON object (``FrameResult.to_json`` / ``from_json``)."""
 
 from __future__ import annotations
 

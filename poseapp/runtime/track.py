@@ -15,59 +15,8 @@ import numpy as np
 from filterpy.kalman import KalmanFilter
 from scipy.optimize import linear_sum_assignment
 
-from poseapp.results import Detection
-from poseapp.skeleton import SIGMAS
-
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Intersection over union of every box of ``a`` (N, 4) with every box of ``b`` (M, 4), x0 y0 x1 y1."""
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)[:, None, :]
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)[None, :, :]
-    w = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
-    h = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
-    inter = w * h
-    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
-    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
-    union = area_a + area_b - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-
-
-def oks_matrix(
-    kp_a: np.ndarray,
-    kp_b: np.ndarray,
-    scores_a: np.ndarray | None = None,
-    scores_b: np.ndarray | None = None,
-    areas: np.ndarray | None = None,
-    sigmas: np.ndarray = SIGMAS,
-    min_score: float = 0.3,
-) -> np.ndarray:
-    """COCO object keypoint similarity of each pose of ``kp_a`` (N, J, 2) with each of ``kp_b`` (M, J, 2).
-
-    ``areas`` (M,) is the object scale of the ``b`` poses; by default the area of the box around each
-    one's confident joints. Only joints with score >= ``min_score`` in both poses count (all joints when
-    scores are omitted); a pair with no such joint has similarity 0.
-    """
-    kp_a = np.asarray(kp_a, dtype=np.float64)
-    kp_b = np.asarray(kp_b, dtype=np.float64)
-    n, j = kp_a.shape[:2]
-    m = kp_b.shape[0]
-    ok_a = np.ones((n, j), bool) if scores_a is None else np.asarray(scores_a) >= min_score
-    ok_b = np.ones((m, j), bool) if scores_b is None else np.asarray(scores_b) >= min_score
-    if areas is None:
-        areas = np.array([_extent_area(kp_b[i][ok_b[i]]) for i in range(m)])
-    d2 = np.sum((kp_a[:, None] - kp_b[None]) ** 2, axis=-1)  # (N, M, J)
-    k2 = (2 * np.asarray(sigmas, dtype=np.float64)[:j]) ** 2
-    sim = np.exp(-d2 / (2 * k2 * (np.asarray(areas, dtype=np.float64)[None, :, None] + np.spacing(1))))
-    valid = ok_a[:, None] & ok_b[None]
-    count = valid.sum(-1)
-    return np.divide((sim * valid).sum(-1), count, out=np.zeros((n, m)), where=count > 0)
-
-
-def _extent_area(points: np.ndarray) -> float:
-    if len(points) == 0:
-        return 0.0
-    w, h = points.max(0) - points.min(0)
-    return float(w * h)
+from ..geometry import iou_matrix, oks_matrix
+from ..results import Detection
 
 
 class BoxKalman:

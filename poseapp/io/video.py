@@ -36,9 +36,9 @@ MAX_BAD_PACKETS_IN_A_ROW = 100
 """A file that fails this many times in a row is treated as ended (a truncated or garbage tail)."""
 CODEC_THREADS = 1 if (os.cpu_count() or 1) <= 4 else 0
 """Threads of the decoder and of the H.264 encoder (0: the codec's own choice, about 1.5 per core). On a
-small machine one each, so that decoding, the pose model and encoding run side by side instead of all
-fighting for the same cores: on 2 cores this took the crowded-street clip from 28.8 to 32.6 FPS and its
-pose time p95 from 24.8 to 19.4 ms (``main.py bench --pipeline``)."""
+small machine (4 cores or fewer) one each, so that decoding, the pose model and encoding run side by side
+instead of all fighting for the same cores, which raises the frame rate and steadies the pose time
+(``main.py bench --pipeline`` shows both for a clip)."""
 UPRIGHT_ROTATIONS = {
     1: cv2.ROTATE_90_COUNTERCLOCKWISE,
     2: cv2.ROTATE_180,

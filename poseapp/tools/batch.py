@@ -37,11 +37,11 @@ import av
 import torch
 from tqdm import tqdm
 
-from .cli import UsageError, overlays_from_args, pipeline_from_args
-from .models import WeightsError
-from .pipeline import REPO
-from .run import RunSummary, annotate_video, open_writer
-from .video import VideoError, VideoWriter, open_source, probe
+from ..io.video import VideoError, VideoWriter, open_source, probe
+from ..models import WeightsError
+from ..runtime.build import UsageError, overlays_from_args, pipeline_from_args
+from ..runtime.pipeline import REPO
+from ..runtime.video_job import RunSummary, annotate_video, open_writer
 
 if TYPE_CHECKING:
     from ray.actor import ActorHandle

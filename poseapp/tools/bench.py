@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .flops import count_macs
-from .precision import autocast, resolve_precision
+from ..runtime.flops import count_macs
+from ..runtime.precision import autocast, resolve_precision
 
 
 @dataclass(frozen=True)
@@ -118,8 +118,8 @@ PIPELINE_HEADER = (
 
 def bench_pipeline(name: str, clip: str, pipeline, width: int | None, out: Path) -> PipelineBench:
     """The whole video job (decode, detect, track, pose, render, H.264 encode) over ``clip``."""
-    from .run import annotate_video, open_writer
-    from .video import ScaledSource, open_source
+    from ..io.video import ScaledSource, open_source
+    from ..runtime.video_job import annotate_video, open_writer
 
     frames = open_source(clip)
     if width:
@@ -138,7 +138,7 @@ def bench_yolo_every_frame(
     """The reference: Ultralytics yolo11n-pose on every frame, drawn by its own plot(), same decode/encode."""
     from ultralytics import YOLO
 
-    from .video import ScaledSource, VideoWriter, open_source
+    from ..io.video import ScaledSource, VideoWriter, open_source
 
     model = YOLO(str(Path(weights).resolve()), verbose=False)
     frames = open_source(clip)

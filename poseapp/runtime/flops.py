@@ -13,15 +13,15 @@ import weakref
 import torch
 from torch import nn
 
-from .models.emgpose import EMGPose
-from .models.evitpose import EViTPose
-from .models.heads import DeconvHead, TokenHeatmapHead
-from .models.onnx_model import OnnxPoseModel
-from .models.record import PoseOutput
-from .models.stem import YoloStem
-from .models.vit import ViTSize
-from .models.vitpose import ViTPose
-from .models.wbas import wbas_split
+from ..models.emgpose import EMGPose
+from ..models.evitpose import EViTPose
+from ..models.heads import DeconvHead, TokenHeatmapHead
+from ..models.onnx_model import OnnxPoseModel
+from ..models.record import PoseOutput
+from ..models.stem import YoloStem
+from ..models.vit import ViTSize
+from ..models.vitpose import ViTPose
+from ..models.wbas import wbas_split
 
 
 def linear_macs(tokens: int | torch.Tensor, fan_in: int, fan_out: int) -> int | torch.Tensor:

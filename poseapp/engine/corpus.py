@@ -27,9 +27,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from .data import load_people, read_bgr
+from ..data import load_people, read_bgr
+from ..skeleton import NUM_JOINTS
 from .label import IMAGE_SUFFIXES, fuse_teachers, keypoint_annotation, teacher_visibility, unified_category
-from .skeleton import NUM_JOINTS
 
 SOURCE_KINDS = ("yolo", "voc", "crops", "photos", "video", "coco")
 """``yolo``: ``*/images`` + ``*/labels`` (normalised ``class cx cy w h``, class 0 = person); ``voc``:

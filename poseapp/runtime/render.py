@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from . import skeleton
-from .results import FrameResult, Person
-from .transforms import invert_matrix, transform_points
+from .. import skeleton
+from ..geometry import invert_matrix, transform_points
+from ..results import FrameResult, Person
 
 _SHIFT = 4
 _ONE = 1 << _SHIFT
@@ -120,7 +120,7 @@ def _crop_to_image(person: Person, points: np.ndarray) -> np.ndarray:
 
 def _box_quads(boxes: np.ndarray) -> np.ndarray:
     """Crop boxes (N, 4) x0, y0, x1, y1 on the pixel grid (0 = left edge of pixel 0) -> corner points
-    (N, 4, 2) in the pixel-centre coordinates of ``transforms``."""
+    (N, 4, 2) in the pixel-centre coordinates of ``geometry``."""
     x0, y0, x1, y1 = (np.asarray(boxes, dtype=np.float64) - 0.5).T
     return np.stack([np.stack(c, axis=-1) for c in ((x0, y0), (x1, y0), (x1, y1), (x0, y1))], axis=1)
 

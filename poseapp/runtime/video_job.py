@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .export import ResultsExporter
+from ..io.keypoint_files import ResultsExporter
+from ..io.video import CaptureThread, FrameSource, VideoWriter
+from ..results import FrameResult
 from .pipeline import PosePipeline
 from .render import Overlays, draw_result
-from .results import FrameResult
-from .video import CaptureThread, FrameSource, VideoWriter
 
 
 @dataclass
@@ -58,8 +58,9 @@ class RunSummary:
 def pose_threads() -> int:
     """Torch threads for the pose thread while decoding and encoding run beside it: all cores but one.
 
-    On 2 cores one thread beats two: two compete with the codec threads, and a parallel region waits for
-    its slowest thread (sports2d at 1280 px: 24.2 FPS with one, 21.3 with two; ``main.py bench``)."""
+    The core left over is the codec threads' (``io.video.CODEC_THREADS``): a pose thread on it would compete
+    with them, and a parallel region waits for its slowest thread, so on a small machine fewer pose threads
+    run faster than one per core (``main.py bench --pipeline --threads N`` compares)."""
     return max(1, (os.cpu_count() or 1) - 1)
 
 
