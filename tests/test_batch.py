@@ -9,6 +9,7 @@ import contextlib
 import io
 import json
 import os
+import signal
 import socket
 
 import av
@@ -59,11 +60,16 @@ def timing(path) -> tuple[int, int, float, list[int]]:
 
 @pytest.fixture(scope="module")
 def ray_local():
+    """Embedded Ray for this module; the signal handlers its driver installs are put back afterwards, so
+    later tests see Python's own Ctrl-C."""
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     batch.init_ray(None, cpus=2)
     import ray
 
     yield
     ray.shutdown()
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)
 
 
 @pytest.fixture(scope="module")
