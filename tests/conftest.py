@@ -24,6 +24,16 @@ def _private_latency_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("POSEAPP_CACHE", str(tmp_path_factory.getbasetemp() / "latency-cache"))
 
 
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test: tiny models run best so, and several threads spin against each other
+    (and against other jobs) on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _seed_torch():
     """Give every test the same torch RNG state."""

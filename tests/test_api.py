@@ -5,7 +5,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from poseapp import FrameResult, Person, Pose
 from poseapp.engine.evaluate import ModelEstimator
@@ -19,13 +18,7 @@ W, H = 320, 240
 BOXES = np.array([[20.0, 30.0, 110.0, 230.0], [170.0, 20.0, 260.0, 225.0]])
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One thread: two spin against each other, and against the other jobs, on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

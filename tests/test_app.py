@@ -48,13 +48,7 @@ def make_factory(budget_ms: float | None):
     return factory
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models run best on one thread; several spin against each other on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture
