@@ -1,6 +1,7 @@
 """Shared pytest setup: headless Qt, importable checkout, seeded torch."""
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -32,6 +33,16 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _own_signal_handlers():
+    """Every test starts and ends with the process's own SIGINT/SIGTERM handlers: libraries a test starts
+    (Ray's driver, Qt) install theirs for the whole process."""
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)
 
 
 @pytest.fixture(autouse=True)
