@@ -223,7 +223,7 @@ def seed_from(model: nn.Module, source: nn.Module, skip: tuple[str, ...] = ()) -
     shared = {
         k: v
         for k, v in weights.items()
-        if k in target and target[k].shape == v.shape and not k.startswith(skip or ("\0",))
+        if k in target and target[k].shape == v.shape and not (skip and k.startswith(skip))
     }
     if not shared:
         source_name, model_name = (getattr(m, "arch", type(m).__name__) for m in (source, model))
