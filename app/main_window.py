@@ -60,6 +60,7 @@ OVERLAYS = (
     ("patches", "Pruned patches", "P"),
     ("granularity", "Granularity map", "G"),
     ("merges", "Merged tokens", "M"),
+    ("windows", "Windows, joint attention", "W"),
     ("hud", "HUD", "H"),
 )
 """(Overlays field, checkbox label, shortcut key)."""

@@ -56,7 +56,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def bench_pipelines(args: argparse.Namespace) -> None:
-    """End-to-end FPS of the video job on a clip, then the same clip with yolo11n-pose on every frame."""
+    """End-to-end FPS of the video job on a clip; with ``--compare-yolo``, the peer (``--detector``, by
+    default yolo11n-pose) raced at every torch thread count, and our FPS over its fastest configurations."""
     import tempfile
 
     from .io.video import VideoError
@@ -68,6 +69,7 @@ def bench_pipelines(args: argparse.Namespace) -> None:
         args.weights = str(DEFAULT_WEIGHTS)
     print(f"{args.pipeline} at {args.width or 'native'} px wide, {torch.get_num_threads()} threads")
     print(bench.PIPELINE_HEADER)
+    ours, peers = [], []
     with tempfile.TemporaryDirectory() as tmp:
         try:
             for budget in args.budget_ms or [None]:
@@ -77,13 +79,17 @@ def bench_pipelines(args: argparse.Namespace) -> None:
                 result = bench.bench_pipeline(name, args.pipeline, pipeline_from_args(args), args.width,
                                               Path(tmp) / "out.mp4")  # fmt: skip
                 print(result.row(), flush=True)
+                ours.append(result)
             if args.compare_yolo:
-                yolo = bench.bench_yolo_every_frame(
-                    args.pipeline, args.detector, args.width, Path(tmp) / "y.mp4"
-                )
-                print(yolo.row(), flush=True)
+                out, device = Path(tmp) / "peer.mp4", resolve_device(args.device)
+                for row in bench.race_peer(args.pipeline, args.detector, args.width, out, device):
+                    print(row.row(), flush=True)
+                    peers.append(row)
         except VideoError as exc:
             raise UsageError(str(exc)) from exc
+    if peers:
+        for result in ours:
+            print(f"\n{bench.format_ratios(result, peers)}")
 
 
 def crop_size(text: str) -> tuple[int, int]:
@@ -110,6 +116,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise UsageError(f"unknown model {args.model!r}; known: {', '.join(MODEL_NAMES)}")
     if args.model.startswith("emgpose") and any(v % 32 for v in args.input_size):
         raise UsageError("EMGPose's coarse stage halves the crop: --input-size must be multiples of 32")
+    if args.model.startswith("unitranspose") and args.stem == "yolo_neck":
+        raise UsageError("UniTransPose runs its stages between yolo11n-pose's backbone layers: --stem yolo")
     if not 0.0 <= args.paste_prob <= 1.0:
         raise UsageError(f"--paste-prob must be in [0, 1], got {args.paste_prob}")
     if args.init and args.init_from:
@@ -143,10 +151,18 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def teacher_from_args(name: str, path: str | None, device: str, threads: int = 0):
-    """A teacher by name (``movenet`` or ``yolo``), from ``path`` or its default file; ``threads``: MoveNet's
-    onnxruntime threads (0: its default, all cores)."""
+    """A teacher by name (``movenet``, ``yolo``, or ``fused``: both, as the corpus labels), from ``path`` or
+    its default file (``fused``: the defaults); ``threads``: MoveNet's onnxruntime threads (0: its default,
+    all cores)."""
+    from .engine.label import FusedTeachers
     from .engine.teachers import DEFAULT_MOVENET, DEFAULT_YOLO_POSE, MoveNetTeacher, YoloPoseTeacher
 
+    if name == "fused":
+        if path:
+            raise UsageError("--teacher fused uses both teachers' default files; --teacher-path is for one")
+        return FusedTeachers(
+            teacher_from_args("yolo", None, device), teacher_from_args("movenet", None, device)
+        )
     try:
         if name == "movenet":
             return MoveNetTeacher(path or DEFAULT_MOVENET, threads=threads)
@@ -168,7 +184,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if not Path(args.ann).is_file() or not Path(args.images).is_dir():
         raise UsageError(f"--ann {args.ann} --images {args.images}: need a json and its image folder")
     if args.weights and args.teacher:
-        raise UsageError("give --weights CHECKPOINT or --teacher movenet|yolo, not both")
+        raise UsageError("give --weights CHECKPOINT or --teacher movenet|yolo|fused, not both")
     if args.flip and args.teacher:
         raise UsageError("--flip is for PoseApp models, not teachers")
     device = resolve_device(args.device)
@@ -366,8 +382,9 @@ def add_pipeline_options(run: argparse._ActionsContainer) -> list[str]:
             "--overlay",
             nargs="*",
             default=[],
-            choices=["patches", "grid", "merges"],
-            help="draw what the model kept (patches), its granularity map (grid), WBAS groups (merges)",
+            choices=["patches", "grid", "merges", "windows"],
+            help="draw what the model kept (patches), its granularity map (grid), WBAS groups (merges), "
+            "UniTransPose's windows and joint-token attention (windows)",
         ),
         run.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP),
         run.add_argument("--no-smooth", action="store_true", help="turn keypoint smoothing off"),
@@ -402,7 +419,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description="PoseApp: real-time multi-person pose.")
     add_run_options(parser)
     sub = parser.add_subparsers(dest="command")
-    bench = sub.add_parser("bench", help="GFLOPs and measured milliseconds per crop for each knob value")
+    bench = sub.add_parser(
+        "bench",
+        help="GFLOPs and milliseconds per crop for each knob value; --pipeline CLIP: the whole video job's "
+        "FPS, raced against yolo11n-pose at its best with --compare-yolo",
+    )
     bench.add_argument("--model", default="evitpose_t", help=f"one of {', '.join(MODEL_NAMES)}")
     bench.add_argument("--weights", help="checkpoint to load instead of random weights")
     bench.add_argument(
@@ -427,9 +448,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--budget-ms", type=float, nargs="*", help="--pipeline: budgets to run (default: fixed knob)"
     )
     bench.add_argument(
-        "--compare-yolo", action="store_true", help="--pipeline: also yolo11n-pose on every frame"
+        "--compare-yolo",
+        action="store_true",
+        help="--pipeline: race the --detector checkpoint (yolo11n-pose) through Ultralytics' predict on "
+        "every frame at every torch thread count up to the cores, its inference alone (the lower bound on "
+        "its time) and the same video job as ours (decode and encode on their own threads); print every "
+        "configuration and our FPS over its fastest full job and over its fastest inference alone",
     )
-    bench.add_argument("--detector", default=str(DEFAULT_DETECTOR))
+    bench.add_argument(
+        "--detector", default=str(DEFAULT_DETECTOR), help="--pipeline: our detector, and the raced peer"
+    )
     bench.add_argument("--detect-every", type=int, default=5)
     bench.add_argument("--flip", action="store_true", help="--pipeline: with the flip test")
     bench.set_defaults(func=cmd_bench, keep_ratio=None, eta=None, no_smooth=False)
@@ -491,7 +519,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--ann", required=True, help="COCO keypoint json (scored on the joints it shares)")
     ev.add_argument("--images", required=True, help="the json's image folder")
     ev.add_argument("--weights", help=f"PoseApp checkpoint to evaluate (default {DEFAULT_WEIGHTS})")
-    ev.add_argument("--teacher", choices=["movenet", "yolo"], help="evaluate a teacher instead")
+    ev.add_argument(
+        "--teacher",
+        choices=["movenet", "yolo", "fused"],
+        help="evaluate a teacher instead (fused: both, as the corpus labels them)",
+    )
     ev.add_argument("--teacher-path", help="teacher model file (default: its usual place)")
     ev.add_argument("--knob", type=float, nargs="+", help="knob values to evaluate; default: model's")
     ev.add_argument(

@@ -52,6 +52,10 @@ class PoseRecord:
     """EMGPose: (N_f, 4) crop-pixel boxes of the fine-stage tokens."""
     merge_groups: list[np.ndarray] = field(default_factory=list)
     """EMGPose: per WBAS layer, (n_before,) output index of each token."""
+    window_boxes: list[np.ndarray] = field(default_factory=list)
+    """UniTransPose: per stage, (windows, 4) crop-pixel boxes of its attention windows."""
+    joint_attention: list[np.ndarray] = field(default_factory=list)
+    """UniTransPose: per stage, (rows, cols) the attention its joint tokens gave each patch (sums to 1)."""
 
 
 @dataclass

@@ -12,6 +12,7 @@ from poseapp.data import AugmentConfig, PoseDataset, load_people
 from poseapp.data.augment import Cut, blank_beyond, truncate
 from poseapp.engine.corpus import (
     Candidate,
+    _with_human_labels,
     crop_hash,
     dedupe,
     export_corpus,
@@ -71,22 +72,68 @@ def test_roboflow_copies_share_their_group():
     assert roboflow_group("plain.jpg") == "plain.jpg"
 
 
-def test_fusion_keeps_agreeing_joints_and_discounts_disagreement():
-    xy = np.tile([[50.0, 100.0]], (NUM_JOINTS, 1))
-    other = xy.copy()
+def _standing(x0: float = 0.0, y0: float = 0.0) -> np.ndarray:
+    """A person standing upright in a 100 x 200 box: joints from the face at the top to the feet at the
+    bottom (COCO-17 order runs head, arms, hips, knees, ankles), left joints to the right of right ones."""
+    xy = np.zeros((NUM_JOINTS, 2))
+    xy[:17, 1] = y0 + np.linspace(10, 190, 17)
+    xy[:17, 0] = x0 + 50 + np.where(np.arange(17) % 2 == 1, 10.0, -10.0)
+    return xy
+
+
+def test_fusion_averages_agreeing_joints_and_takes_the_surer_teacher_elsewhere():
+    first_xy, other_xy = _standing(), _standing() + [4.0, 0.0]  # agreeing: 4 px apart on a 100 x 200 box
     knee = INDEX["left_knee"]
-    other[knee] += [60.0, 0.0]  # the teachers disagree about one knee by 0.3 box heights
-    first, second = np.full(NUM_JOINTS, 0.9), np.full(NUM_JOINTS, 0.8)
-    fused_xy, weight = fuse_teachers(xy, first, other, second, box_area=100 * 200)
-    np.testing.assert_array_equal(fused_xy, xy)  # positions are the primary teacher's
-    agree = np.arange(NUM_JOINTS) != knee
-    np.testing.assert_allclose(weight[agree], 0.9)
-    assert weight[knee] < 0.3
-    # an unsure secondary teacher barely counts; one with no answer not at all
-    _, unsure = fuse_teachers(xy, first, other, np.full(NUM_JOINTS, 0.1), box_area=100 * 200)
-    assert unsure[knee] > 0.8
-    _, silent = fuse_teachers(xy, first, other, np.zeros(NUM_JOINTS), box_area=100 * 200)
-    np.testing.assert_allclose(silent, 0.9)
+    other_xy[knee] += [60.0, 0.0]  # the teachers disagree about one knee by 0.3 box heights
+    first, second = np.full(NUM_JOINTS, 0.9), np.full(NUM_JOINTS, 0.6)
+    first[knee], second[knee] = 0.7, 0.8
+    xy, weight = fuse_teachers(first_xy, first, other_xy, second, box_area=100 * 200)
+    agree = np.arange(17) != knee
+    np.testing.assert_allclose(xy[:17][agree], first_xy[:17][agree] + [4.0 * 0.6 / 1.5, 0.0])  # weighted mean
+    np.testing.assert_allclose(xy[knee], other_xy[knee])  # MoveNet is surer of the knee they dispute
+    assert np.all(weight[:17][agree] > 0.8) and weight[knee] < 0.3
+    # a teacher with no answer for a joint (confidence 0) leaves the other's position and confidence alone
+    silent = second.copy()
+    silent[:5] = 0.0
+    xy, weight = fuse_teachers(first_xy, first, other_xy, silent, box_area=100 * 200)
+    np.testing.assert_allclose(xy[:5], first_xy[:5])
+    np.testing.assert_allclose(weight[:5], 0.9)
+
+
+def test_fusion_trusts_movenet_with_a_person_upside_down():
+    """yolo11n-pose answers an acrobat upside down with an upright skeleton, confidently; MoveNet does not."""
+    upright, inverted = _standing(), _standing()
+    inverted[:17, 1] = 200 - inverted[:17, 1]  # head at the bottom of the box
+    confident = np.full(NUM_JOINTS, 0.95)
+    xy, weight = fuse_teachers(upright, confident, inverted, np.full(NUM_JOINTS, 0.7), box_area=100 * 200)
+    np.testing.assert_allclose(xy, inverted)
+    np.testing.assert_allclose(weight, 0.7)
+    # a body lying down on which they disagree: MoveNet's too
+    lying = _standing()[:, ::-1].copy()
+    lying[:17, 1] += 30.0
+    xy, _ = fuse_teachers(upright, confident, lying, np.full(NUM_JOINTS, 0.7), box_area=200 * 200)
+    np.testing.assert_allclose(xy, lying)
+
+
+def test_human_labels_keep_their_joints_and_take_the_teachers_hips_where_they_agree():
+    box = np.array([0.0, 0.0, 100.0, 200.0])
+    taught = _standing()
+    human = np.column_stack([taught + [2.0, 1.0], np.zeros(NUM_JOINTS)])
+    lsp = [INDEX[n] for n in LSP_NAMES]
+    human[lsp, 2] = 2.0
+    hips = [INDEX["left_hip"], INDEX["right_hip"]]
+    human[hips, 1] -= 15.0  # LSP's hips sit higher than COCO's
+    visibility, weight = np.full(NUM_JOINTS, 2.0), np.full(NUM_JOINTS, 0.8)
+    visibility[17:] = weight[17:] = 0.0
+    xy, visibility, weight = _with_human_labels(human.ravel(), taught, visibility, weight, box)
+    np.testing.assert_allclose(xy[hips], taught[hips])  # COCO's hips, from the teachers
+    knee, nose, neck = INDEX["left_knee"], INDEX["nose"], INDEX["neck"]
+    np.testing.assert_allclose(xy[[knee, neck]], human[[knee, neck], :2])  # the human's
+    assert weight[knee] == weight[neck] == 1.0 and visibility[neck] > 0
+    assert weight[nose] == 0.8 and visibility[nose] > 0  # the teachers' face
+    # a pose the teachers misread: only the human joints stay
+    xy, visibility, weight = _with_human_labels(human.ravel(), taught[::-1].copy(), visibility, weight, box)
+    assert visibility[hips].sum() == 0 and visibility[nose] == 0 and weight[knee] == 1.0
 
 
 def test_truncation_cuts_the_box_and_says_which_side():
@@ -196,14 +243,20 @@ def test_corpus_scans_labels_resumes_and_exports(tmp_path):
     assert manifest["people"] == 4
     assert [s["people"] for s in manifest["sources"]] == [2, 1, 1]
     assert manifest["sources"][0]["origin"] == "someone/photos @ abc"
-    for entry in manifest["sources"]:
+    for entry in manifest["sources"][:2]:
         people = load_people(entry["annotations"], entry["images"])
         for person in people:
             assert Path(person.image_path).is_file()
             assert person.confidence[INDEX["left_knee"]] < 0.3  # the teachers disagree there
             assert person.confidence[INDEX["nose"]] == pytest.approx(0.9)
     (lsp,) = load_people(manifest["sources"][2]["annotations"], manifest["sources"][2]["images"])
-    assert lsp.visibility[INDEX["head_top"]] > 0 and lsp.confidence[INDEX["head_top"]] == 1.0  # human label
+    (human,) = load_people(coco, tmp_path / "images")
+    for name in ("head_top", "left_knee", "right_wrist"):  # human labels that follow COCO's conventions
+        np.testing.assert_allclose(lsp.xy[INDEX[name]], human.xy[INDEX[name]], atol=0.01)
+        assert lsp.confidence[INDEX[name]] == 1.0
+    # LSP's hips are not COCO's; the teachers' hips would replace them, but this teacher's skeleton
+    # (the box's diagonal) does not agree with the human one, so the hips and face stay unlabelled
+    assert lsp.visibility[INDEX["left_hip"]] == 0 and lsp.visibility[INDEX["nose"]] == 0
     data = json.loads(Path(manifest["sources"][0]["annotations"]).read_text())
     assert data["info"]["origin"] == "someone/photos @ abc"
 

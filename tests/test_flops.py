@@ -40,8 +40,11 @@ def test_counter_matches_torch(name: str, knobs: list[float | None], config: dic
         assert abs(mine - reference) <= 0.03 * reference
 
 
-def test_emgpose_mixed_batch_counts_only_what_ran() -> None:
+@pytest.mark.parametrize("coarse_for_all", [False, True])
+def test_emgpose_mixed_batch_counts_only_what_ran(coarse_for_all: bool) -> None:
+    """The coarse head runs for the crops that stop at the coarse stage, or for every crop when asked."""
     model = create_model("emgpose_t").eval()
+    model.coarse_for_all = coarse_for_all
     x = torch.randn(4, 3, 256, 192)
     with torch.no_grad():
         quality = model(x, 0.0).quality

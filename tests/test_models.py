@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from poseapp.models import EMGPose, EViTPose, ViTPose, WeightsError, create_model, load_model, save_model
 from poseapp.models.emgpose import cover_weights, unmerge
 from poseapp.models.vit import Attention, ViTSize, explicit_attention
+from poseapp.models.wbas import wbas_merge
 from poseapp.runtime.flops import count_macs
 
 TINY = ViTSize(dim=48, depth=12, heads=3)
@@ -232,6 +233,92 @@ def test_emgpose_mixed_batch_equals_single_runs() -> None:
                     assert torch.equal(group[i], single[0])
 
 
+def reference_forward(model: EMGPose, x: torch.Tensor, eta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """EMGPose's forward (grid head) written plainly: the coarse stage and its heatmaps for every crop, then
+    the fine stage one crop at a time for those whose quality is at most ``eta``, its tokens cut and
+    embedded cell by cell and its grid laid from the token boxes by ``cover_weights``. -> heatmaps, the
+    coarse heatmaps."""
+    j, (rows, cols) = model.num_joints, model.grid
+    n = rows * cols
+    embedded = model.patch_embed(F.avg_pool2d(x, 2))
+    keypoints = model.keypoint_tokens.expand(len(x), -1, -1)
+    tokens = torch.cat(
+        [keypoints, embedded + model.pos_coarse, model.quality_token.expand(len(x), -1, -1)], 1
+    )
+    gkis = torch.zeros(len(x), n)
+    for layer, block in enumerate(model.blocks, start=1):
+        tokens, weights = block(tokens, rows=j if layer >= model.ema_start else 0)
+        if layer >= model.ema_start:
+            gkis = model.ema_beta * gkis + (1 - model.ema_beta) * weights[..., j : j + n].mean(dim=(1, 2))
+    tokens = model.norm(tokens)
+    coarse = model._coarse_heatmaps(tokens, j)
+    heatmaps = coarse.clone()
+    high, mid, _ = model.split_counts()
+    for i in (model.quality(tokens[:, -1]).squeeze(-1).sigmoid() <= eta).nonzero().flatten().tolist():
+        order = gkis[i].argsort(descending=True)
+        cells = {3: order[:high], 2: order[high : high + mid], 1: order[high + mid :]}
+        images = {3: F.interpolate(x[i : i + 1], scale_factor=1.5, mode="bilinear"), 2: x[i : i + 1]}
+        reuse = model.reuse(tokens[i, j : j + n]).T.reshape(1, -1, rows, cols)
+        pieces, boxes = [], []
+        for s in (3, 2, 1):
+            index = getattr(model, f"children{s}")[cells[s]].flatten()
+            size = (rows * s, cols * s)
+            grid = F.interpolate(model.pos_fine, size, mode="bilinear") + F.interpolate(
+                reuse, size, mode="bilinear"
+            )
+            own = embedded[i, index] if s == 1 else model._embed(images[s], index[None])[0]
+            pieces.append(own + grid.flatten(2)[0, :, index].T)
+            boxes.append(getattr(model, f"boxes{s}")[index])
+        fine = torch.cat([model.keypoint_tokens[0], *pieces])[None]
+        before, after, groups = [], [], []
+        for layer, block in enumerate(model.blocks, start=1):
+            merge = layer in model.merge_layers
+            fine, weights = block(fine, rows=j if merge else 0)
+            if merge:
+                merged, dest = wbas_merge(
+                    fine[:, j:], weights[..., j:].mean(dim=(1, 2)), model.r_head, model.r_last
+                )
+                before.append(fine[:, j:])
+                after.append(merged)
+                groups.append(dest)
+                fine = torch.cat([fine[:, :j], merged], dim=1)
+        cover = cover_weights(torch.cat(boxes)[None], 2 * rows, 2 * cols, model.patch)
+        grid = cover @ model.norm(unmerge(fine[:, j:], before, after, groups))
+        heatmaps[i] = model.head(grid.transpose(1, 2).reshape(1, -1, 2 * rows, 2 * cols))[0]
+    return heatmaps, coarse
+
+
+@pytest.mark.parametrize("stem", ["patch", "yolo"])
+def test_emgpose_forward_equals_the_plain_reference(stem: str) -> None:
+    """The forward draws the coarse heatmaps only of the crops that stop at the coarse stage, sends the whole
+    batch on without gathers when every crop goes on, and lays the fine grid from precomputed cover tables;
+    none of that changes a heatmap."""
+    torch.manual_seed(0)
+    model = EMGPose(TINY, J, stem=stem).eval()
+    with torch.no_grad():  # a quality predictor that spreads Q over (0, 1) across crops
+        model.quality.fc2.weight.normal_(0, 5.0)
+    x = torch.rand(4, 3, 256, 192) * torch.tensor([0.1, 0.4, 0.7, 1.0]).view(4, 1, 1, 1)
+    going = []
+    with torch.no_grad():
+        quality = model(x, 0.0).quality
+        ranked = quality.sort().values  # (with the conv stem, Q differ only in the seventh digit here)
+        for eta in (0.0, (ranked[1] + (ranked[2] - ranked[1]) / 2).item(), 1.0):
+            expected, coarse = reference_forward(model, x, eta)
+            out = model(x, eta)
+            torch.testing.assert_close(out.heatmaps, expected, atol=1e-4, rtol=1e-4)
+            going.append(out.fine_stage.sum().item())
+            assert out.fine_stage.tolist() == (quality <= eta).tolist()
+            assert (out.coarse_heatmaps is None) == (going[-1] > 0)  # no coarse maps thrown away in inference
+            model.coarse_for_all = True
+            kept = model(x, eta)
+            model.coarse_for_all = False
+            torch.testing.assert_close(kept.heatmaps, expected, atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(kept.coarse_heatmaps, coarse, atol=1e-4, rtol=1e-4)
+    assert going[0] == 0 and 0 < going[1] < 4 and going[2] == 4
+    model.train()
+    assert model(x, 1.0).coarse_heatmaps.shape == expected.shape  # the training loss reads them
+
+
 def test_checkpoint_round_trip_and_clear_errors(tmp_path) -> None:
     model = create_model("evitpose_t").eval()
     path = tmp_path / "m.safetensors"
@@ -279,6 +366,7 @@ def test_unmerge_keeps_each_tokens_own_features_plus_its_groups_later_change() -
 
 def test_emgpose_both_stages_draw_their_heatmaps_with_the_grid_head() -> None:
     model = emg_tiny()
+    model.coarse_for_all = True
     x = torch.randn(2, 3, 256, 192)
     with torch.no_grad():
         out = model(x, 1.0)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from poseapp.data import load_people
-from poseapp.engine.label import label_images
+from poseapp.engine.label import FusedTeachers, fuse_teachers, label_images
 from poseapp.engine.teachers import DEFAULT_MOVENET, MoveNetTeacher, YoloPoseTeacher
 from poseapp.geometry import xyxy_to_xywh
 from poseapp.results import Predictions
@@ -74,6 +74,21 @@ def test_movenet_finds_the_person_in_its_box(frame60, largest_box):
     assert pose.scores[0, coco].mean() > 0.3
     assert np.all(_inside(pose.xy[0, coco], largest_box)[pose.scores[0, coco] > 0.3])
     assert np.all(np.isnan(pose.gflops)) and pose.scores[0, INDEX["neck"]] == 0
+
+
+def test_fused_teachers_label_like_the_corpus(yolo, frame60, largest_box):
+    if not DEFAULT_MOVENET.is_file():
+        pytest.skip(f"{DEFAULT_MOVENET} missing")
+    movenet = MoveNetTeacher()
+    fused = FusedTeachers(yolo, movenet).predict(frame60, largest_box[None])
+    first, second = yolo.predict(frame60, largest_box[None]), movenet.predict(frame60, largest_box[None])
+    xy, weight = fuse_teachers(
+        first.xy[0], first.scores[0], second.xy[0], second.scores[0], largest_box[2:].prod()
+    )
+    np.testing.assert_allclose(fused.xy[0], xy)
+    np.testing.assert_allclose(fused.scores[0], weight)
+    coco = [INDEX[name] for name in COCO17]
+    assert weight[coco].mean() > 0.5 and np.all(_inside(xy[coco], largest_box)[weight[coco] > 0.3])
 
 
 def test_a_missing_teacher_file_is_named(tmp_path):

@@ -48,14 +48,19 @@ def eta_curve(
     device = next(model.parameters()).device if device is None else device
     predictor = TopDownPredictor(model, device, "fp32")
     coarse, fine, quality, macs_coarse, macs_fine = [], [], [], [], []
-    for posed in predict_batches(predictor, dataset, model.knob.high, batch):
-        out = posed.output
-        coarse.append(image_keypoints(out.coarse_heatmaps, posed.matrices)[0])
-        fine.append(posed.keypoints)
-        quality.append(out.quality.float().cpu().numpy())
-        macs_fine.append(count_macs(model, out).cpu().numpy())
-        coarse_only = replace(out, fine_stage=torch.zeros_like(out.fine_stage))
-        macs_coarse.append(count_macs(model, coarse_only).cpu().numpy())
+    previous, model.coarse_for_all = model.coarse_for_all, True
+    try:
+        for posed in predict_batches(predictor, dataset, model.knob.high, batch):
+            out = posed.output
+            coarse.append(image_keypoints(out.coarse_heatmaps, posed.matrices)[0])
+            fine.append(posed.keypoints)
+            quality.append(out.quality.float().cpu().numpy())
+            # What each stage costs at inference, where the coarse head runs only for the crops that stop.
+            macs_fine.append(count_macs(model, replace(out, coarse_heatmaps=None)).cpu().numpy())
+            coarse_only = replace(out, fine_stage=torch.zeros_like(out.fine_stage))
+            macs_coarse.append(count_macs(model, coarse_only).cpu().numpy())
+    finally:
+        model.coarse_for_all = previous
     coarse_xy, fine_xy, q = np.concatenate(coarse), np.concatenate(fine), np.concatenate(quality)
     cost = np.stack([np.concatenate(macs_coarse), np.concatenate(macs_fine)]) / 1e9
     truth = np.stack([p.xy for p in dataset.people])

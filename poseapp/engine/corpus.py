@@ -28,15 +28,28 @@ import numpy as np
 from tqdm import tqdm
 
 from ..data import load_people, read_bgr
-from ..skeleton import NUM_JOINTS
-from .label import IMAGE_SUFFIXES, fuse_teachers, keypoint_annotation, teacher_visibility, unified_category
+from ..skeleton import INDEX, NUM_JOINTS
+from .label import (
+    IMAGE_SUFFIXES,
+    JOINT_AGREEMENT,
+    fuse_teachers,
+    keypoint_annotation,
+    keypoint_similarity,
+    teacher_visibility,
+    unified_category,
+)
 
 SOURCE_KINDS = ("yolo", "voc", "crops", "photos", "video", "coco")
 """``yolo``: ``*/images`` + ``*/labels`` (normalised ``class cx cy w h``, class 0 = person); ``voc``:
 ``JPEGImages/`` + ``Annotations/`` (Pascal VOC xml); ``crops``: folders of one-person crops (the box is the
 image); ``photos``: images whose people the detector finds; ``video``: video files, every ``video_every``-th
 frame saved as a JPEG and its people found by the detector; ``coco``: a COCO keypoint file with person
-boxes and human labels (the teachers relabel its joints; the joints they lack keep the human label)."""
+boxes and human labels (kept where they follow COCO's conventions, the teachers' answer added where it agrees
+with them: ``_with_human_labels``)."""
+
+OWN_CONVENTION = np.array([INDEX["left_hip"], INDEX["right_hip"]])
+"""Joints whose human labels in the ``coco`` sources follow another convention than COCO's: LSP(ET) labels
+hips higher than COCO does, so there the teachers' hips are used."""
 
 HASH_BITS = 64
 DUPLICATE_BITS = 5
@@ -324,7 +337,7 @@ def scan_sources(
 
 
 def _coco_candidates(source: Source) -> list[Candidate]:
-    """A COCO source's people (human boxes), their labels kept for the joints the teachers lack."""
+    """A COCO source's people (human boxes) with their human labels."""
     people = load_people(source.path, source.images)
     root = Path(source.images)
     out = []
@@ -391,6 +404,28 @@ def label_corpus(
     return labelled
 
 
+def _with_human_labels(
+    human: np.ndarray, xy: np.ndarray, visibility: np.ndarray, weight: np.ndarray, box: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A person's label where a ``coco`` source has human labels (``human``: unified ``x, y, v`` flat).
+
+    Human positions are kept for every joint they label that follows COCO's conventions, with weight 1:
+    all but ``OWN_CONVENTION`` (LSP places hips higher than COCO). The teachers' joints (hips, face) are
+    added only where the teachers' skeleton agrees with the human one on the joints both have (mean
+    keypoint similarity at least ``label.JOINT_AGREEMENT``), so a pose both teachers misread (an acrobat
+    upside down) keeps its human joints and nothing else."""
+    human = human.reshape(NUM_JOINTS, 3)
+    labelled = human[:, 2] > 0
+    kept = labelled & ~np.isin(np.arange(NUM_JOINTS), OWN_CONVENTION)
+    shared = kept & (visibility > 0)
+    similarity = keypoint_similarity(xy, human[:, :2], box[2] * box[3])
+    if not shared.any() or similarity[shared].mean() < JOINT_AGREEMENT:
+        visibility, weight = np.zeros_like(visibility), np.zeros_like(weight)
+    xy, visibility, weight = xy.copy(), visibility.copy(), weight.copy()
+    xy[kept], visibility[kept], weight[kept] = human[kept, :2], 2.0, 1.0
+    return xy, visibility, weight
+
+
 def export_corpus(out_dir: Path, sources: list[Source], min_confidence: float, min_joints: int = 4) -> dict:
     """Write ``<source>.json`` per source and ``manifest.json``; returns the manifest. A person is kept
     with at least ``min_joints`` joints whose fused weight reaches ``min_confidence``."""
@@ -414,11 +449,10 @@ def export_corpus(out_dir: Path, sources: list[Source], min_confidence: float, m
             np.asarray(record["xy"][1]), np.asarray(record["scores"][1]), box[2] * box[3],
         )  # fmt: skip
         visibility = teacher_visibility(weight, min_confidence)
-        if candidate.human:  # joints no teacher knows (neck, head_top) keep the human label
-            human = np.asarray(candidate.human).reshape(NUM_JOINTS, 3)
-            taught = np.asarray(record["scores"][0]) > 0
-            fill = ~taught & (human[:, 2] > 0)
-            xy[fill], visibility[fill], weight[fill] = human[fill, :2], 2.0, 1.0
+        if candidate.human:
+            xy, visibility, weight = _with_human_labels(
+                np.asarray(candidate.human), xy, visibility, weight, box
+            )
         if np.count_nonzero(visibility) < min_joints:
             continue
         data = per_source[candidate.source]
@@ -431,8 +465,8 @@ def export_corpus(out_dir: Path, sources: list[Source], min_confidence: float, m
         data = per_source[source.name]
         coco = {
             "info": {"description": f"PoseApp corpus: {source.name}", "origin": source.origin,
-                     "labels": "yolo11n-pose top-down positions, weights = its confidence x agreement "
-                               "with MoveNet Thunder (label.fuse_teachers)"},
+                     "labels": "yolo11n-pose top-down and MoveNet Thunder fused by label.fuse_teachers; "
+                               "keypoint_scores = the weights"},
             "images": [{"id": i, "file_name": name} for name, i in data["images"].items()],
             "annotations": data["annotations"],
             "categories": [unified_category()],

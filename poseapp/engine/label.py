@@ -19,8 +19,8 @@ import numpy as np
 from ..data import load_people, read_bgr
 from ..data.sides import swap_groups, swapped_groups
 from ..geometry import xyxy_to_xywh
-from ..results import PoseEstimator
-from ..skeleton import JOINTS, LIMB_INDEX, NUM_JOINTS, SIGMAS, joint_mapping
+from ..results import PoseEstimator, Predictions
+from ..skeleton import COCO17, INDEX, JOINTS, LIMB_INDEX, NUM_JOINTS, SIGMAS, joint_mapping
 from .teachers import YoloPoseTeacher
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -74,6 +74,43 @@ def keypoint_annotation(
     }
 
 
+JOINT_AGREEMENT = 0.5
+"""Keypoint similarity (as OKS scores a joint) above which two teachers' positions of a joint are averaged."""
+PERSON_AGREEMENT = 0.7
+"""Mean keypoint similarity of the joints both teachers see, below which they disagree about a person."""
+TILTED_DEG = 45.0
+"""A body whose hips-to-shoulders line leans further than this from upright is lying, bent or inverted."""
+_FACE = np.array([INDEX[n] for n in COCO17[:5]])  # nose, eyes, ears
+_LEGS = np.array([INDEX[n] for n in COCO17[11:]])  # hips, knees, ankles
+_SHOULDERS = np.array([INDEX["left_shoulder"], INDEX["right_shoulder"]])
+_HIPS = np.array([INDEX["left_hip"], INDEX["right_hip"]])
+_SEEN = 0.3  # a teacher's confidence from which its joint counts as seen, for the person-level tests
+
+
+def keypoint_similarity(a: np.ndarray, b: np.ndarray, box_area: float) -> np.ndarray:
+    """Per joint, the similarity of two positions ``(J, 2)`` as COCO's OKS scores a joint,
+    ``exp(-d^2 / (2 * area * kappa^2))`` with ``kappa = 2 * sigma`` of that joint."""
+    distance2 = np.sum((np.asarray(a, dtype=np.float64) - b) ** 2, axis=-1)
+    return np.exp(-distance2 / (2 * max(float(box_area), 1.0) * (2 * SIGMAS) ** 2))
+
+
+def _upright(xy: np.ndarray, scores: np.ndarray) -> float:
+    """+1 if the seen face is above the seen legs, -1 if below, 0 without both."""
+    face, legs = scores[_FACE] >= _SEEN, scores[_LEGS] >= _SEEN
+    if not face.any() or not legs.any():
+        return 0.0
+    return float(np.sign(xy[_LEGS][legs, 1].mean() - xy[_FACE][face, 1].mean()))
+
+
+def _tilt_deg(xy: np.ndarray, scores: np.ndarray) -> float:
+    """How far the hips-to-shoulders line leans from straight up, in degrees (0 without both)."""
+    shoulders, hips = scores[_SHOULDERS] >= _SEEN, scores[_HIPS] >= _SEEN
+    if not shoulders.any() or not hips.any():
+        return 0.0
+    up = xy[_SHOULDERS][shoulders].mean(axis=0) - xy[_HIPS][hips].mean(axis=0)
+    return float(np.degrees(np.arctan2(abs(up[0]), -up[1])))
+
+
 def fuse_teachers(
     primary_xy: np.ndarray,
     primary_scores: np.ndarray,
@@ -81,24 +118,63 @@ def fuse_teachers(
     secondary_scores: np.ndarray,
     box_area: float,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One label from two teachers' answers for a person (unified skeleton, ``(J, 2)`` and ``(J,)``).
+    """One label from two teachers' answers for a person (unified skeleton, ``(J, 2)`` and ``(J,)``):
+    positions and per-joint weights.
 
-    Positions are the primary teacher's: on COCO photos yolo11n-pose's top-down labels score higher than
-    MoveNet's, and neither a confidence-weighted mean nor the more confident teacher per joint beats them
-    (``shared/TRAINING-FACTS.md``). The weight of a joint is the primary's confidence times the teachers'
-    agreement, the keypoint similarity of the two positions as COCO's OKS scores a joint,
-    ``exp(-d^2 / (2 * area * kappa^2))`` with ``kappa = 2 * sigma`` of that joint: a joint the teachers
-    place apart by much more than its labelling spread gets little weight. A disagreement counts as much
-    as the secondary teacher is sure of its answer: ``1 - c2 * (1 - similarity)``, so a joint it does not
-    predict or barely sees (confidence 0) leaves the primary's confidence alone.
+    The primary is yolo11n-pose top-down, the secondary MoveNet Thunder. Measured on the teachers' own
+    answers (``docs/training.md``): on COCO photos yolo11n-pose is the better teacher, but on a body that
+    is upside down or lying it answers with an upright skeleton, confidently (AP 0.19 against MoveNet's 0.54
+    on LSPET's acrobatics), and where the two agree their mean beats either. So:
+
+    1. **Person.** If the teachers disagree which way up the person is, or MoveNet sees the body leaning
+       more than ``TILTED_DEG`` from upright and the two skeletons disagree (mean similarity of the joints
+       both see under ``PERSON_AGREEMENT``), MoveNet's answer is the label, weighted by its confidences.
+    2. **Joints** otherwise: where the two positions agree (similarity at least ``JOINT_AGREEMENT``) their
+       confidence-weighted mean, elsewhere the more confident teacher's position. The weight is the chosen
+       confidence (the larger one) times the agreement ``1 - c_other * (1 - similarity)``: a joint the
+       teachers place apart gets little weight as far as the other teacher is sure of its own answer, and a
+       joint one teacher does not predict (confidence 0, e.g. ``neck``) keeps the other's confidence.
     """
-    xy = np.array(primary_xy, dtype=np.float64)
-    distance2 = np.sum((xy - secondary_xy) ** 2, axis=-1)
-    kappa2 = (2 * SIGMAS) ** 2
-    similarity = np.exp(-distance2 / (2 * max(float(box_area), 1.0) * kappa2))
-    sure = np.clip(np.asarray(secondary_scores, dtype=np.float64), 0.0, 1.0)
-    agreement = 1.0 - sure * (1.0 - similarity)
-    return xy, np.clip(np.asarray(primary_scores, dtype=np.float64), 0.0, 1.0) * agreement
+    xy1, xy2 = np.asarray(primary_xy, dtype=np.float64), np.asarray(secondary_xy, dtype=np.float64)
+    c1 = np.clip(np.asarray(primary_scores, dtype=np.float64), 0.0, 1.0)
+    c2 = np.clip(np.asarray(secondary_scores, dtype=np.float64), 0.0, 1.0)
+    similarity = keypoint_similarity(xy1, xy2, box_area)
+    both = (c1 >= _SEEN) & (c2 >= _SEEN)
+    disagree = both.sum() >= 4 and similarity[both].mean() < PERSON_AGREEMENT
+    if _upright(xy1, c1) * _upright(xy2, c2) < 0 or (disagree and _tilt_deg(xy2, c2) > TILTED_DEG):
+        return xy2.copy(), c2
+    first = c1 >= c2
+    chosen = np.where(first[:, None], xy1, xy2)
+    share = c1 / np.maximum(c1 + c2, 1e-12)
+    mean = share[:, None] * xy1 + (1 - share[:, None]) * xy2
+    xy = np.where((similarity >= JOINT_AGREEMENT)[:, None], mean, chosen)
+    weight = np.maximum(c1, c2) * (1.0 - np.minimum(c1, c2) * (1.0 - similarity))
+    return xy, weight
+
+
+class FusedTeachers:
+    """The corpus's label as a ``PoseEstimator``: both teachers top-down on each box, fused by
+    ``fuse_teachers``; the scores are the fused weights. ``main.py eval --teacher fused`` scores the
+    corpus's labelling on any split."""
+
+    name = "fused teachers"
+    joints = COCO17
+
+    def __init__(self, primary: PoseEstimator, secondary: PoseEstimator) -> None:
+        self.primary, self.secondary = primary, secondary
+
+    def predict(
+        self, image_bgr: np.ndarray, boxes_xywh: np.ndarray, knob: float | None = None
+    ) -> Predictions:
+        first = self.primary.predict(image_bgr, boxes_xywh)
+        second = self.secondary.predict(image_bgr, boxes_xywh)
+        fused = [
+            fuse_teachers(first.xy[i], first.scores[i], second.xy[i], second.scores[i], box[2] * box[3])
+            for i, box in enumerate(np.asarray(boxes_xywh, dtype=np.float64).reshape(-1, 4))
+        ]
+        xy = np.array([f[0] for f in fused]).reshape(-1, NUM_JOINTS, 2)
+        scores = np.array([f[1] for f in fused]).reshape(-1, NUM_JOINTS)
+        return Predictions(xy, scores, np.full(len(xy), np.nan))
 
 
 def teacher_visibility(confidence: np.ndarray, min_confidence: float = MIN_CONFIDENCE) -> np.ndarray:

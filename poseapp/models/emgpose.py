@@ -16,6 +16,10 @@ head). On the grid, every token merged away keeps its own features from the mome
 what the token it went into learned afterwards (a residual form of ToMe's unmerge), and each cell
 is the area-weighted mean of the tokens whose boxes cover it; the coarse stage's cells are each spread
 over 2x2 grid cells. The grid head learns faster than the token head, as in EViTPose.
+
+In inference the coarse stage's head runs only for the crops that stop there: a crop that goes on gets its
+heatmaps from the fine stage, so its coarse heatmaps would be thrown away. Training (whose loss reads them)
+and ``coarse_for_all`` (calibration, which compares both stages per person) draw them for every crop.
 """
 
 from __future__ import annotations
@@ -87,6 +91,14 @@ def _take(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return rows.gather(1, index.unsqueeze(-1).expand(-1, -1, rows.shape[-1]))
 
 
+def _spread(rows: torch.Tensor, at: torch.Tensor | slice, batch: int, fill: float) -> torch.Tensor:
+    """``rows`` (k, ...) of the crops ``at`` (k indices, or ``slice(None)``: all, returned as they are) laid
+    into a batch of ``batch``, the other crops' rows ``fill``."""
+    if isinstance(at, slice):
+        return rows
+    return rows.new_full((batch, *rows.shape[1:]), fill).index_put((at,), rows)
+
+
 def _resized(grid: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
     """A (B, D, h, w) feature grid bilinearly resampled to rows x cols (as is when it already fits)."""
     if grid.shape[-2:] == (rows, cols):
@@ -147,10 +159,18 @@ class EMGPose(nn.Module):
         for p in (self.pos_coarse, self.pos_fine, self.keypoint_tokens, self.quality_token):
             nn.init.trunc_normal_(p, std=0.02)
         self.apply(init_weights)
+        self.coarse_for_all = False
+        """Draw the coarse heatmaps of every crop in eval mode too, not only of those that stop at the coarse
+        stage (``eta_curve`` compares both stages' poses of every person)."""
         rows, cols = self.grid
         for s in SPLITS:
+            boxes = _box_table(rows * s, cols * s, 2 * patch / s)
             self.register_buffer(f"children{s}", _child_table(rows, cols, s), persistent=False)
-            self.register_buffer(f"boxes{s}", _box_table(rows * s, cols * s, 2 * patch / s), persistent=False)
+            self.register_buffer(f"boxes{s}", boxes, persistent=False)
+            # Each token's share of every cell of the head's grid, (tokens of this scale, grid cells): the
+            # fine stage gathers its tokens' rows instead of intersecting their boxes with the grid per call.
+            cover = cover_weights(boxes[None], 2 * rows, 2 * cols, patch)[0].T.contiguous()
+            self.register_buffer(f"cover{s}", cover, persistent=False)
 
     def split_counts(self) -> tuple[int, int, int]:
         """Coarse patches cut 3x3, 2x2 and kept whole."""
@@ -181,35 +201,53 @@ class EMGPose(nn.Module):
             if track:
                 gkis = self.ema_beta * gkis + (1 - self.ema_beta) * patch_importance(weights, j, n)
         tokens = self.norm(tokens)
-        heatmaps = self._coarse_heatmaps(tokens, j)
         quality = self.quality(tokens[:, -1]).squeeze(-1).sigmoid()
         fine = quality <= eta if route is None else torch.full_like(quality, route, dtype=torch.bool)
+        if route is None:
+            ids = fine.nonzero().squeeze(1)  # which crops go on (one host sync)
+            going = len(ids)
+        else:
+            ids, going = None, b if route else 0
 
         depth = len(self.blocks)
         counts = torch.zeros(b, 2 * depth, dtype=torch.long)
         counts[:, :depth] = tokens.shape[1]
-        out = PoseOutput(
-            heatmaps, counts, eta, self.grid, fine_stage=fine, quality=quality, coarse_heatmaps=heatmaps
+        granularity = torch.zeros(b, *self.grid, dtype=torch.long, device=x.device)
+        coarse_maps = None  # every crop's coarse heatmaps, where they are drawn (the record keeps them)
+        if going == 0 or self.training or self.coarse_for_all:
+            coarse_maps = self._coarse_heatmaps(tokens, j)
+        if going == 0:
+            return PoseOutput(
+                coarse_maps, counts, eta, self.grid, granularity=granularity, fine_stage=fine,
+                quality=quality, coarse_heatmaps=coarse_maps,
+            )  # fmt: skip
+
+        on = slice(None) if going == b else ids  # the whole batch goes on without gathers or scatters
+        fine_maps, fine_counts, level, boxes, groups = self._fine_stage(
+            x[on], embedded[on], tokens[on, j : j + n], gkis[on]
         )
-        out.granularity = torch.zeros(b, *self.grid, dtype=torch.long, device=x.device)
-        if route or (route is None and fine.any()):
-            idx = torch.arange(b, device=x.device) if route else fine.nonzero().squeeze(1)
-            fine_maps, fine_counts, level, boxes, groups = self._fine_stage(
-                x[idx], embedded[idx], tokens[idx, j : j + n], gkis[idx]
-            )
-            out.heatmaps = heatmaps.index_put((idx,), fine_maps)
-            counts[idx.cpu(), depth:] = fine_counts
-            out.granularity[idx] = level.reshape(-1, *self.grid)
-            out.token_boxes = boxes.new_zeros(b, *boxes.shape[1:]).index_put((idx,), boxes)
-            out.merge_groups = [g.new_full((b, g.shape[1]), -1).index_put((idx,), g) for g in groups]
-        return out
+        counts[on if going == b else ids.cpu(), depth:] = fine_counts
+        granularity[on] = level.reshape(-1, *self.grid)
+        if going == b:
+            heatmaps = fine_maps
+        else:
+            stopped_maps = coarse_maps
+            if stopped_maps is None:  # the coarse head only for the crops that stop at the coarse stage
+                stopped = (~fine).nonzero().squeeze(1)
+                stopped_maps = _spread(self._coarse_heatmaps(tokens[stopped], j), stopped, b, 0.0)
+            heatmaps = stopped_maps.index_put((ids,), fine_maps)
+        return PoseOutput(
+            heatmaps, counts, eta, self.grid, granularity=granularity, token_boxes=_spread(boxes, on, b, 0.0),
+            merge_groups=[_spread(g, on, b, -1) for g in groups], fine_stage=fine, quality=quality,
+            coarse_heatmaps=coarse_maps,
+        )  # fmt: skip
 
     def _fine_stage(
         self, x: torch.Tensor, embedded: torch.Tensor, coarse_features: torch.Tensor, gkis: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """``embedded``: the coarse stage's patch tokens before position embedding, which are also the
         tokens of the cells kept whole."""
-        b, j, p = x.shape[0], self.num_joints, self.patch
+        b, j = x.shape[0], self.num_joints
         rows, cols = self.grid
         high, mid, low = self.split_counts()
         order = gkis.argsort(dim=1, descending=True)
@@ -221,9 +259,10 @@ class EMGPose(nn.Module):
 
         images = {2: x, 3: F.interpolate(x, scale_factor=1.5, mode="bilinear")}
         reuse = self.reuse(coarse_features).transpose(1, 2).reshape(b, -1, rows, cols)
-        pieces, boxes = [], []
+        pieces, boxes, indices = [], [], []
         for s in (3, 2, 1):
             index = getattr(self, f"children{s}")[chosen[s]].flatten(1)
+            indices.append((s, index))
             grids = _resized(self.pos_fine, rows * s, cols * s) + _resized(reuse, rows * s, cols * s)
             extra = _take(grids.flatten(2).transpose(1, 2), index)
             own = _take(embedded, index) if s == 1 else self._embed(images[s], index)
@@ -248,8 +287,10 @@ class EMGPose(nn.Module):
             heatmaps = self.head(self.norm(tokens)[:, :j])
         else:
             features = unmerge(tokens[:, j:], before, after, groups)
-            cover = cover_weights(boxes, 2 * rows, 2 * cols, p)
-            grid = cover @ self.norm(features)
+            cover = torch.cat(
+                [_take(getattr(self, f"cover{s}").expand(b, -1, -1), index) for s, index in indices], 1
+            )
+            grid = cover.transpose(1, 2) @ self.norm(features)
             heatmaps = self.head(grid.transpose(1, 2).reshape(b, -1, 2 * rows, 2 * cols))
         return heatmaps, torch.tensor(counts), level, boxes, groups
 

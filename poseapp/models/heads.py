@@ -1,7 +1,10 @@
-"""Heatmap heads: a deconvolution head over the patch grid (ViTPose) and an MLP head over joint tokens
-(TokenPose-style, EViTPose and EMGPose)."""
+"""Heatmap heads: a deconvolution head over the patch grid (ViTPose), an MLP head over joint tokens
+(TokenPose-style, EViTPose and EMGPose) and a sub-pixel decoder over a feature pyramid (UniTransPose)."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import pairwise
 
 import torch
 from torch import nn
@@ -65,3 +68,33 @@ class TokenHeatmapHead(nn.Module):
         """(B, J, D) normalised joint tokens -> (B, J, H, W) heatmaps."""
         b, j, _ = joints.shape
         return self.fc2(self.act(self.fc1(joints))).reshape(b, j, *self.heatmap_hw)
+
+
+class SubPixelDecoder(nn.Module):
+    """UniTransPose's sub-pixel CNN decoder (arXiv 2503.00232): upsampling by pixel shuffle (Shi et al.,
+    "Real-time single image and video super-resolution using an efficient sub-pixel convolutional neural
+    network", 2016) instead of transposed convolutions.
+
+    From the coarsest map down, a 1x1 convolution widens the map to four times the next finer map's channels
+    and a pixel shuffle turns those into a map of twice the size with the finer map's channels, which is
+    added to the finer map. A grid of odd side was halved rounding up, so the shuffled map can overhang the
+    finer one by a row or a column: that is cut away. At the finest map (stride 4) a 3x3 convolution and a
+    1x1 convolution give the heatmaps.
+    """
+
+    def __init__(self, dims: Sequence[int], joints: int) -> None:
+        """``dims``: channels of the maps, finest first."""
+        super().__init__()
+        self.lift = nn.ModuleList(nn.Conv2d(coarse, 4 * fine, 1) for fine, coarse in pairwise(dims))
+        self.shuffle = nn.PixelShuffle(2)
+        self.act = nn.GELU()
+        self.smooth = nn.Conv2d(dims[0], dims[0], 3, padding=1)
+        self.out = nn.Conv2d(dims[0], joints, 1)
+
+    def forward(self, maps: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Maps (B, dims[i], h_i, w_i), finest first, each ceil(half) the size of the one before -> heatmaps
+        (B, J, h_0, w_0)."""
+        x = maps[-1]
+        for lift, finer in zip(reversed(self.lift), reversed(maps[:-1]), strict=True):
+            x = self.act(finer + self.shuffle(lift(x))[..., : finer.shape[-2], : finer.shape[-1]])
+        return self.out(self.act(self.smooth(x)))

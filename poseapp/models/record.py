@@ -34,3 +34,10 @@ class PoseOutput:
     """EMGPose: (B,) predicted OKS of the coarse result."""
     coarse_heatmaps: torch.Tensor | None = None
     """EMGPose: (B, J, 64, 48) the coarse stage's heatmaps (trained alongside the final ones)."""
+    window_boxes: list[torch.Tensor] = field(default_factory=list)
+    """UniTransPose: per stage, (B, windows, 4) crop-pixel boxes (x0, y0, x1, y1) of its attention windows,
+    cut to the crop (its shifted blocks use the same windows moved by half a window, wrapping round)."""
+    joint_attention: list[torch.Tensor] = field(default_factory=list)
+    """UniTransPose: per stage, (B, rows, cols) the attention its joint tokens gave each of its patches,
+    averaged over heads, joints and the stage's blocks (each map sums to 1). Stage s's grid is ``grid``
+    halved s times, rounding up."""

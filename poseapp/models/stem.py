@@ -26,6 +26,10 @@ from .vit import PatchEmbed
 YOLO_CHANNELS = 128
 STEM_LAYERS: dict[str, int] = {"yolo": 7, "yolo_neck": 20}
 """How many leading layers of yolo11n-pose each stem takes."""
+YOLO_LEVELS: tuple[tuple[int, int, int], ...] = ((0, 3, 64), (3, 5, 128), (5, 7, 128))
+"""The ``yolo`` stem's body cut where its stride changes: (first layer, layer after the last, channels out)
+of the pieces that end at strides 4, 8 and 16. A hierarchical encoder runs its own stages between them
+(``YoloStem.run``)."""
 _STEM_STRIDE = 16
 _DEEPEST_STRIDE = {"yolo": 16, "yolo_neck": 32}  # the input is padded to a multiple of this
 
@@ -78,6 +82,13 @@ class YoloStem(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(self.features(x)).flatten(2).transpose(1, 2)
+
+    def run(self, x: torch.Tensor, first: int, stop: int) -> torch.Tensor:
+        """Body layers ``first`` to ``stop - 1`` on the map ``x`` (B, C, H, W), one after the other (the
+        backbone's layers read only the layer before them); ``YOLO_LEVELS`` names the pieces."""
+        for layer in self.body[first:stop]:
+            x = layer(x)
+        return x
 
     def init_from_yolo(self, weights: str | Path) -> None:
         """Copy this stem's layers of a yolo11n-pose checkpoint (``yolo11n-pose.pt``) into the body."""

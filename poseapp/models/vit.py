@@ -48,27 +48,40 @@ def explicit_attention() -> Iterator[None]:
         _EXPLICIT = previous
 
 
+def attend(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: int = 0, mask: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """softmax(q k^T / sqrt(d)) v for queries (B, heads, n, d) and keys and values (B, heads, m, d).
+
+    ``mask`` (bool, broadcast to (B, heads, n, m)) lets each query attend only the keys where it is True
+    (every row needs one). With ``rows > 0`` also return the attention of the first ``rows`` queries to
+    every key, (B, heads, rows, m); that, and ``explicit_attention``, take the plain-matmul path."""
+    if rows or _EXPLICIT:
+        logits = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
+        if mask is not None:
+            logits = logits.masked_fill(~mask, float("-inf"))
+        attn = logits.softmax(dim=-1)
+        return attn @ v, attn[:, :, :rows] if rows else None
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask), None
+
+
 class Attention(nn.Module):
     def __init__(self, dim: int, heads: int, qkv_bias: bool = True) -> None:
         super().__init__()
         self.heads = heads
         self.head_dim = dim // heads
-        self.scale = self.head_dim**-0.5
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, rows: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Attend over ``x`` (B, N, D). With ``rows > 0`` also return the attention of the first ``rows``
-        tokens to every token, (B, heads, rows, N)."""
+    def forward(
+        self, x: torch.Tensor, rows: int = 0, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Attend over ``x`` (B, N, D), each token only to those ``mask`` allows (``attend``). With
+        ``rows > 0`` also return the attention of the first ``rows`` tokens to every token,
+        (B, heads, rows, N)."""
         b, n, d = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        weights = None
-        if rows or _EXPLICIT:
-            attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
-            out = attn @ v
-            weights = attn[:, :, :rows] if rows else None
-        else:
-            out = F.scaled_dot_product_attention(q, k, v)
+        out, weights = attend(q, k, v, rows, mask)
         return self.proj(out.transpose(1, 2).reshape(b, n, d)), weights
 
 

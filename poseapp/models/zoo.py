@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +18,19 @@ from .evitpose import EViTPose
 from .heads import DeconvHead
 from .onnx_model import OnnxPoseModel
 from .stem import YoloStem
+from .unitranspose import SIZES as UNITRANSPOSE_SIZES
+from .unitranspose import UniTransPose
 from .vit import SIZES
 from .vitpose import ViTPose
 
-FAMILIES: dict[str, Callable[..., nn.Module]] = {"vitpose": ViTPose, "evitpose": EViTPose, "emgpose": EMGPose}
-MODEL_NAMES: tuple[str, ...] = tuple(f"{family}_{size}" for family in FAMILIES for size in SIZES)
+FAMILIES: dict[str, Callable[..., nn.Module]] = {
+    "vitpose": ViTPose, "evitpose": EViTPose, "emgpose": EMGPose, "unitranspose": UniTransPose,
+}  # fmt: skip
+FAMILY_SIZES: dict[str, Mapping[str, Any]] = {"unitranspose": UNITRANSPOSE_SIZES}
+"""A family's own size table; the others are plain ViTs of ``vit.SIZES``."""
+MODEL_NAMES: tuple[str, ...] = tuple(
+    f"{family}_{size}" for family in FAMILIES for size in FAMILY_SIZES.get(family, SIZES)
+)
 
 
 class WeightsError(ValueError):
@@ -31,10 +39,10 @@ class WeightsError(ValueError):
 
 def create_model(name: str, num_joints: int = NUM_JOINTS, **config: Any) -> nn.Module:
     """Build ``family_size`` (e.g. ``evitpose_t``) with random weights; ``config`` overrides defaults."""
-    family, _, size = name.partition("_")
-    if family not in FAMILIES or size not in SIZES:
+    if name not in MODEL_NAMES:
         raise ValueError(f"unknown model {name!r}; known: {', '.join(MODEL_NAMES)}")
-    model = FAMILIES[family](SIZES[size], num_joints, **config)
+    family, _, size = name.partition("_")
+    model = FAMILIES[family](FAMILY_SIZES.get(family, SIZES)[size], num_joints, **config)
     model.arch = name
     model.config = {"num_joints": num_joints, **config}
     return model

@@ -136,4 +136,4 @@ def overlays_from_args(args: argparse.Namespace) -> Overlays:
     from .render import Overlays
 
     return Overlays(patches="patches" in args.overlay, granularity="grid" in args.overlay,
-                    merges="merges" in args.overlay)  # fmt: skip
+                    merges="merges" in args.overlay, windows="windows" in args.overlay)  # fmt: skip

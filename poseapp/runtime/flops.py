@@ -19,6 +19,7 @@ from ..models.heads import DeconvHead, TokenHeatmapHead
 from ..models.onnx_model import OnnxPoseModel
 from ..models.record import PoseOutput
 from ..models.stem import YoloStem
+from ..models.unitranspose import JAGLBlock, UniTransPose
 from ..models.vit import ViTSize
 from ..models.vitpose import ViTPose
 from ..models.wbas import wbas_split
@@ -91,10 +92,12 @@ def count_macs(model: nn.Module, out: PoseOutput) -> torch.Tensor:
     """Multiply-adds each sample of ``out`` cost, (B,) int64."""
     if isinstance(model, OnnxPoseModel):  # a fixed knob: every crop costs what the exporter counted
         return torch.full((out.heatmaps.shape[0],), model.macs_per_crop, dtype=torch.long)
-    size: ViTSize = model.size
     counts = out.tokens_per_block.to(torch.long)
+    if isinstance(model, UniTransPose):
+        return _unitranspose_macs(model, counts)
+    size: ViTSize = model.size
     if isinstance(model, EMGPose):
-        return _emgpose_macs(model, counts, out.fine_stage.cpu())
+        return _emgpose_macs(model, counts, out.fine_stage.cpu(), out.coarse_heatmaps is not None)
     image_hw = (model.grid[0] * model.patch, model.grid[1] * model.patch)
     if isinstance(model, ViTPose | EViTPose):
         fixed = conv_macs(model.patch_embed, image_hw) + head_macs(
@@ -104,7 +107,12 @@ def count_macs(model: nn.Module, out: PoseOutput) -> torch.Tensor:
     raise TypeError(f"no FLOP formula for {type(model).__name__}")
 
 
-def _emgpose_macs(model: EMGPose, counts: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:
+def _emgpose_macs(
+    model: EMGPose, counts: torch.Tensor, fine: torch.Tensor, coarse_maps_for_all: bool
+) -> torch.Tensor:
+    """The coarse stage for every crop, the fine stage for those in ``fine``. The coarse stage's head runs for
+    the crops that stop there, and for the others too where ``coarse_maps_for_all`` (the record holds every
+    crop's coarse heatmaps: training, calibration)."""
     size, d, j = model.size, model.size.dim, model.num_joints
     depth = len(model.blocks)
     n = model.grid[0] * model.grid[1]
@@ -120,7 +128,7 @@ def _emgpose_macs(model: EMGPose, counts: torch.Tensor, fine: torch.Tensor) -> t
         high, mid, _ = model.split_counts()
         coarse_embed = patch_embed_macs(n, d, model.patch)
         fine_embed = patch_embed_macs(9 * high + 4 * mid, d, model.patch)
-    coarse = coarse_embed + head + linear_macs(1, d, d) + linear_macs(1, d, 1)
+    coarse = coarse_embed + linear_macs(1, d, d) + linear_macs(1, d, 1)
     coarse = coarse + block_macs(counts[:, :depth], size).sum(dim=1)
     similarity = torch.zeros_like(coarse)
     for layer in model.merge_layers:
@@ -132,4 +140,39 @@ def _emgpose_macs(model: EMGPose, counts: torch.Tensor, fine: torch.Tensor) -> t
     if isinstance(model.head, DeconvHead):  # the unmerged tokens laid onto the grid: one (cells x N) matmul
         fine_fixed += 4 * n * model.fine_tokens() * d
     fine_cost = fine_fixed + block_macs(counts[:, depth:], size).sum(dim=1) + similarity
-    return coarse + torch.where(fine, fine_cost, torch.zeros_like(fine_cost))
+    coarse_head = head if coarse_maps_for_all else torch.where(fine, 0, head)
+    return coarse + coarse_head + torch.where(fine, fine_cost, torch.zeros_like(fine_cost))
+
+
+def cross_attention_macs(
+    queries: int | torch.Tensor, keys: int | torch.Tensor, dim: int
+) -> int | torch.Tensor:
+    """``queries`` tokens attending to ``keys`` other tokens: query, key-value and output projections,
+    scores and mixing."""
+    return linear_macs(queries, dim, 2 * dim) + linear_macs(keys, dim, 2 * dim) + 2 * queries * keys * dim
+
+
+def jagl_block_macs(
+    block: JAGLBlock, tokens: int | torch.Tensor, joints: int, mlp_ratio: float
+) -> int | torch.Tensor:
+    """One UniTransPose block on ``tokens`` patches: the window attention (over the padded windows), the
+    joint tokens' gather from every patch, their transformer block, the patches' read-back, the MLP."""
+    layout = block.local.layout
+    d, hidden = block.mlp.fc1.in_features, block.mlp.fc1.out_features
+    padded = layout.windows * layout.size
+    local = linear_macs(padded, d, 4 * d) + 2 * layout.windows * layout.size**2 * d
+    reason = block_macs(joints, ViTSize(d, 1, block.joint.reason.attn.heads, mlp_ratio))
+    joint_path = cross_attention_macs(joints, tokens, d) + reason + cross_attention_macs(tokens, joints, d)
+    return local + joint_path + 2 * linear_macs(tokens, d, hidden)
+
+
+def _unitranspose_macs(model: UniTransPose, counts: torch.Tensor) -> torch.Tensor:
+    """Every convolution (stem, downsampling, decoder) from a dry run, the joint tokens' maps between stages,
+    and each block from the patches it processed (``tokens_per_block`` less the joint tokens)."""
+    j = model.num_joints
+    fixed = conv_macs(model, model.img_hw)
+    fixed += sum(linear_macs(j, proj.in_features, proj.out_features) for proj in model.joint_proj)
+    blocks = [block for stage in model.stages for block in stage.blocks]
+    ratio = model.size.mlp_ratio
+    per_block = [jagl_block_macs(block, counts[:, k] - j, j, ratio) for k, block in enumerate(blocks)]
+    return fixed + torch.stack(per_block, dim=1).sum(dim=1)

@@ -92,6 +92,8 @@ def person_records(model: nn.Module, out: PoseOutput) -> list[PoseRecord]:
     for i in range(out.heatmaps.shape[0]):
         record = PoseRecord(grid=out.grid, patch=patch)
         record.kept_patches = [k[i].cpu().numpy() for k in out.kept_patches]
+        record.window_boxes = [boxes[i].cpu().numpy() for boxes in out.window_boxes]
+        record.joint_attention = [seen[i].float().cpu().numpy() for seen in out.joint_attention]
         if out.granularity is not None:
             record.granularity = out.granularity[i].cpu().numpy()
             if out.fine_stage[i]:

@@ -32,6 +32,12 @@ _MERGE_COLORS = 12
 """Distinct group tints (cycled): bounds the fill calls per person; neighbouring groups rarely share one."""
 _OUTLINE_BGR = (210, 210, 210)
 """Patch and cell outlines, drawn without anti-aliasing: they are axis-aligned for an unrotated crop."""
+_HEAT_BGR = (40, 40, 230)
+_HEAT_MAX_ALPHA = 0.6
+_HEAT_LEVELS = 8
+"""Joint-attention tint: alpha in this many steps up to the maximum (one fill call per step)."""
+_STAGE_BGR = ((150, 150, 150), (230, 200, 60), (60, 220, 240), (255, 255, 255))
+"""UniTransPose window outlines, stride 4 to 32: grey, blue, yellow, white."""
 
 
 @dataclass
@@ -44,6 +50,8 @@ class Overlays:
     patches: bool = False
     granularity: bool = False
     merges: bool = False
+    windows: bool = False
+    """UniTransPose: its attention windows and where its joint tokens looked."""
     hud: bool = True
     min_score: float = 0.3
     """Joints below this confidence, and limbs touching one, are not drawn."""
@@ -281,6 +289,38 @@ def draw_merges(img: np.ndarray, person: Person) -> np.ndarray:
     return img
 
 
+def joint_heat(grid: tuple[int, int], joint_attention: list[np.ndarray]) -> np.ndarray:
+    """(rows, cols) of the stride-4 ``grid``: the stages' joint-token attention maps (stage s at stride
+    4 * 2**s), each spread evenly over the stride-4 cells its patches cover, summed; the part of a coarse
+    patch that overhangs the crop is left out."""
+    rows, cols = grid
+    heat = np.zeros((rows, cols))
+    for stage, seen in enumerate(joint_attention):
+        side = 1 << stage
+        heat += np.kron(np.asarray(seen, dtype=np.float64), np.ones((side, side)))[:rows, :cols] / side**2
+    return heat
+
+
+def draw_windows(img: np.ndarray, person: Person) -> np.ndarray:
+    """UniTransPose: every stride-4 cell the joint tokens attended to more than the average one over all
+    stages (``joint_heat``) tinted red, the most attended the most, and every stage's windows outlined in its
+    colour, the coarsest on top."""
+    record = person.record
+    if not record.window_boxes:
+        return img
+    heat = joint_heat(record.grid, record.joint_attention).reshape(-1)
+    above = np.clip((heat - heat.mean()) / max(heat.max() - heat.mean(), 1e-12), 0.0, 1.0)
+    alpha = np.round(_HEAT_LEVELS * above) / _HEAT_LEVELS * _HEAT_MAX_ALPHA
+    shown = alpha > 0
+    cells = _grid_boxes(*record.grid, record.patch, record.patch)[shown]
+    colors = np.tile(_HEAT_BGR, (len(cells), 1))
+    _fill_quads(img, _crop_to_image(person, _box_quads(cells)), colors, alpha[shown])
+    for stage, boxes in enumerate(record.window_boxes):
+        quads = _fixed(_crop_to_image(person, _box_quads(boxes)))
+        cv2.polylines(img, quads, True, _STAGE_BGR[min(stage, len(_STAGE_BGR) - 1)], 1, cv2.LINE_8, _SHIFT)
+    return img
+
+
 def _text_scale(img: np.ndarray) -> float:
     return max(0.35, img.shape[0] / 1200)
 
@@ -318,6 +358,8 @@ def draw_result(image_bgr: np.ndarray, result: FrameResult, overlays: Overlays) 
             draw_granularity(img, person)
         if overlays.merges:
             draw_merges(img, person)
+        if overlays.windows:
+            draw_windows(img, person)
     for person in result.people:
         thickness = line_thickness(person.box)
         if overlays.skeleton:

@@ -12,10 +12,11 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import numpy as np
 from tqdm import tqdm
@@ -25,6 +26,8 @@ from ..io.video import CaptureThread, FrameSource, VideoWriter
 from ..results import FrameResult
 from .pipeline import PosePipeline
 from .render import Overlays, draw_result
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -81,30 +84,31 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-class OutputThread(threading.Thread):
-    """Renders results, encodes them and collects the export rows, off the pose thread."""
+class EncodeThread(threading.Thread, Generic[T]):
+    """Draws each item handed to ``put`` into a BGR image and H.264-encodes it, off the calling thread, so
+    that drawing and encoding overlap the model. ``writer`` None: draw only (the newest image is ``latest``,
+    for a preview). An error on this thread is raised on the caller's next ``put`` or in ``finish``."""
 
-    def __init__(self, writer: VideoWriter | None, exporter: ResultsExporter, overlays: Overlays) -> None:
+    def __init__(self, writer: VideoWriter | None, draw: Callable[[T], np.ndarray]) -> None:
         super().__init__(name="poseapp-output", daemon=True)
-        self.writer, self.exporter, self.overlays = writer, exporter, overlays
+        self.writer, self.draw = writer, draw
         self.latest: np.ndarray | None = None
         self.error: BaseException | None = None
-        self._queue: queue.Queue[FrameResult | None] = queue.Queue(maxsize=8)
+        self._queue: queue.Queue[T | None] = queue.Queue(maxsize=8)
 
-    def put(self, result: FrameResult) -> None:
+    def put(self, item: T) -> None:
         if self.error is not None:
             raise self.error
-        self._queue.put(result)
+        self._queue.put(item)
 
     def run(self) -> None:
         try:
-            while (result := self._queue.get()) is not None:
-                image = draw_result(result.frame.image, result, self.overlays)
+            while (item := self._queue.get()) is not None:
+                image = self.draw(item)
                 self.latest = image
                 if self.writer is not None:
                     self.writer.write(image)
-                self.exporter.add(result)
-        except BaseException as exc:  # reported to the pose thread by put() / finish()
+        except BaseException as exc:  # reported to the producer by put() / finish()
             self.error = exc
 
     def finish(self) -> None:
@@ -113,6 +117,19 @@ class OutputThread(threading.Thread):
         self.join()
         if self.error is not None:
             raise self.error
+
+
+class OutputThread(EncodeThread[FrameResult]):
+    """Renders results, encodes them and collects the export rows, off the pose thread."""
+
+    def __init__(self, writer: VideoWriter | None, exporter: ResultsExporter, overlays: Overlays) -> None:
+        super().__init__(writer, self._render)
+        self.exporter, self.overlays = exporter, overlays
+
+    def _render(self, result: FrameResult) -> np.ndarray:
+        image = draw_result(result.frame.image, result, self.overlays)
+        self.exporter.add(result)
+        return image
 
 
 def open_writer(frames: FrameSource, source: str, out: str | Path) -> VideoWriter:
