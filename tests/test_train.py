@@ -220,6 +220,8 @@ def test_a_stopped_and_resumed_run_equals_one_never_stopped(tmp_path, workers: i
 def test_a_resumed_run_loads_only_the_samples_it_trains_on(tmp_path, monkeypatch) -> None:
     data = write_dataset(tmp_path)
     train(tiny_config(data, tmp_path / "run", epochs=1, max_steps=1))
+    stopped = load_model(tmp_path / "run" / "stopped.safetensors")  # a stopped run's model, usable at once
+    assert stopped.info["step"] == 1 and not (tmp_path / "run" / "best.safetensors").exists()
     loaded: list[int] = []
     read = PoseDataset.__getitem__
 
@@ -230,6 +232,7 @@ def test_a_resumed_run_loads_only_the_samples_it_trains_on(tmp_path, monkeypatch
 
     monkeypatch.setattr(PoseDataset, "__getitem__", counting)
     train(tiny_config(data, tmp_path / "run", epochs=1, resume=True))
+    assert not (tmp_path / "run" / "stopped.safetensors").exists()  # the finished run's is best.safetensors
     assert len(loaded) == 2  # the epoch's second step; its first was trained before the stop
 
 

@@ -2,7 +2,9 @@
 
 Every few minutes the full state goes to ``<out>/last.pt`` (plain tensors, loadable with
 ``weights_only=True``); after each validation the best model so far is written as half-precision
-safetensors to ``<out>/best.safetensors`` with its metrics in the metadata. ``resume`` continues from
+safetensors to ``<out>/best.safetensors`` with its metrics in the metadata; a run stopped before its last
+epoch ends (``time_limit_minutes``, ``max_steps``) also writes its model then as
+``<out>/stopped.safetensors``, usable at once (``eval --weights``, ``--init``). ``resume`` continues from
 ``last.pt``; a run stopped and resumed ends with the weights and history of one never stopped, because
 every random choice is a pure function of the run's seed and where it falls: the data order of the
 seed and the epoch (``EpochOrder``), a sample's augmentation of the seed, epoch and sample, a step's
@@ -398,6 +400,10 @@ def train(cfg: TrainConfig) -> Path:
             state["loss"] = 0.0
         save_state()
         saved_at = time.monotonic()
+    if rank == 0 and state["epoch"] < cfg.epochs:  # stopped by the clock or --max-steps: keep what it learned
+        save_model(model, out_dir / "stopped.safetensors", config=asdict(cfg), step=state["step"])
+    elif rank == 0:  # finished: an earlier stop's model is stale
+        (out_dir / "stopped.safetensors").unlink(missing_ok=True)
     if rank == 0 and isinstance(model, EMGPose) and (out_dir / "best.safetensors").exists():
         calibrate_best(out_dir / "best.safetensors", val_set, device)
     if world > 1:
