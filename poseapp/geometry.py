@@ -54,6 +54,16 @@ def points_extent(points: np.ndarray) -> np.ndarray:
     return np.concatenate([low, high - low])
 
 
+def keypoint_similarity(
+    a: np.ndarray, b: np.ndarray, area: np.ndarray | float, sigmas: np.ndarray = SIGMAS
+) -> np.ndarray:
+    """Per joint, how COCO's OKS scores two positions ``a`` and ``b`` (..., J, 2) of an object of scale
+    ``area``: ``exp(-d^2 / (2 * area * kappa^2))`` with ``kappa = 2 * sigma`` of the joint (broadcasting)."""
+    d2 = np.sum((np.asarray(a, dtype=np.float64) - b) ** 2, axis=-1)
+    k2 = (2 * np.asarray(sigmas, dtype=np.float64)) ** 2
+    return np.exp(-d2 / (2 * k2 * area))
+
+
 def oks_matrix(
     kp_a: np.ndarray,
     kp_b: np.ndarray,
@@ -78,9 +88,8 @@ def oks_matrix(
     if areas is None:
         extents = [points_extent(kp_b[i][ok_b[i]]) for i in range(m)]
         areas = np.array([float(extent[2] * extent[3]) for extent in extents])
-    d2 = np.sum((kp_a[:, None] - kp_b[None]) ** 2, axis=-1)  # (N, M, J)
-    k2 = (2 * np.asarray(sigmas, dtype=np.float64)[:j]) ** 2
-    sim = np.exp(-d2 / (2 * k2 * (np.asarray(areas, dtype=np.float64)[None, :, None] + np.spacing(1))))
+    area = np.asarray(areas, dtype=np.float64)[None, :, None] + np.spacing(1)
+    sim = keypoint_similarity(kp_a[:, None], kp_b[None], area, np.asarray(sigmas)[:j])  # (N, M, J)
     valid = ok_a[:, None] & ok_b[None]
     count = valid.sum(-1)
     return np.divide((sim * valid).sum(-1), count, out=np.zeros((n, m)), where=count > 0)

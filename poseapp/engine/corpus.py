@@ -28,13 +28,13 @@ import numpy as np
 from tqdm import tqdm
 
 from ..data import load_people, read_bgr
+from ..geometry import keypoint_similarity
 from ..skeleton import INDEX, NUM_JOINTS
 from .label import (
     IMAGE_SUFFIXES,
     JOINT_AGREEMENT,
     fuse_teachers,
     keypoint_annotation,
-    keypoint_similarity,
     teacher_visibility,
     unified_category,
 )
@@ -418,10 +418,10 @@ def _with_human_labels(
     labelled = human[:, 2] > 0
     kept = labelled & ~np.isin(np.arange(NUM_JOINTS), OWN_CONVENTION)
     shared = kept & (visibility > 0)
-    similarity = keypoint_similarity(xy, human[:, :2], box[2] * box[3])
-    if not shared.any() or similarity[shared].mean() < JOINT_AGREEMENT:
-        visibility, weight = np.zeros_like(visibility), np.zeros_like(weight)
+    similarity = keypoint_similarity(xy, human[:, :2], max(float(box[2] * box[3]), 1.0))
     xy, visibility, weight = xy.copy(), visibility.copy(), weight.copy()
+    if not shared.any() or similarity[shared].mean() < JOINT_AGREEMENT:
+        visibility[:], weight[:] = 0.0, 0.0
     xy[kept], visibility[kept], weight[kept] = human[kept, :2], 2.0, 1.0
     return xy, visibility, weight
 

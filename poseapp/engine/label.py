@@ -18,9 +18,9 @@ import numpy as np
 
 from ..data import load_people, read_bgr
 from ..data.sides import swap_groups, swapped_groups
-from ..geometry import xyxy_to_xywh
+from ..geometry import keypoint_similarity, xyxy_to_xywh
 from ..results import PoseEstimator, Predictions
-from ..skeleton import COCO17, INDEX, JOINTS, LIMB_INDEX, NUM_JOINTS, SIGMAS, joint_mapping
+from ..skeleton import COCO17, INDEX, JOINTS, LIMB_INDEX, NUM_JOINTS, joint_mapping
 from .teachers import YoloPoseTeacher
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -87,13 +87,6 @@ _HIPS = np.array([INDEX["left_hip"], INDEX["right_hip"]])
 _SEEN = 0.3  # a teacher's confidence from which its joint counts as seen, for the person-level tests
 
 
-def keypoint_similarity(a: np.ndarray, b: np.ndarray, box_area: float) -> np.ndarray:
-    """Per joint, the similarity of two positions ``(J, 2)`` as COCO's OKS scores a joint,
-    ``exp(-d^2 / (2 * area * kappa^2))`` with ``kappa = 2 * sigma`` of that joint."""
-    distance2 = np.sum((np.asarray(a, dtype=np.float64) - b) ** 2, axis=-1)
-    return np.exp(-distance2 / (2 * max(float(box_area), 1.0) * (2 * SIGMAS) ** 2))
-
-
 def _upright(xy: np.ndarray, scores: np.ndarray) -> float:
     """+1 if the seen face is above the seen legs, -1 if below, 0 without both."""
     face, legs = scores[_FACE] >= _SEEN, scores[_LEGS] >= _SEEN
@@ -138,7 +131,7 @@ def fuse_teachers(
     xy1, xy2 = np.asarray(primary_xy, dtype=np.float64), np.asarray(secondary_xy, dtype=np.float64)
     c1 = np.clip(np.asarray(primary_scores, dtype=np.float64), 0.0, 1.0)
     c2 = np.clip(np.asarray(secondary_scores, dtype=np.float64), 0.0, 1.0)
-    similarity = keypoint_similarity(xy1, xy2, box_area)
+    similarity = keypoint_similarity(xy1, xy2, max(float(box_area), 1.0))
     both = (c1 >= _SEEN) & (c2 >= _SEEN)
     disagree = both.sum() >= 4 and similarity[both].mean() < PERSON_AGREEMENT
     if _upright(xy1, c1) * _upright(xy2, c2) < 0 or (disagree and _tilt_deg(xy2, c2) > TILTED_DEG):
