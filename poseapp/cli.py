@@ -118,6 +118,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise UsageError("EMGPose's coarse stage halves the crop: --input-size must be multiples of 32")
     if args.model.startswith("unitranspose") and args.stem == "yolo_neck":
         raise UsageError("UniTransPose runs its stages between yolo11n-pose's backbone layers: --stem yolo")
+    if args.no_joint_tokens and not args.model.startswith("unitranspose"):
+        raise UsageError("--no-joint-tokens is UniTransPose's ablation; other models have no such path")
     if not 0.0 <= args.paste_prob <= 1.0:
         raise UsageError(f"--paste-prob must be in [0, 1], got {args.paste_prob}")
     if args.init and args.init_from:
@@ -142,6 +144,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         freeze_stem_epochs=args.freeze_stem_epochs, workers=args.workers, precision=args.precision,
         time_limit_minutes=args.time_limit, max_steps=args.max_steps,
         quality_from_epoch=args.quality_from_epoch, paste_prob=args.paste_prob, resume=args.resume,
+        joint_tokens=not args.no_joint_tokens,
     )  # fmt: skip
     try:
         best = train(cfg)
@@ -503,6 +506,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument(
         "--paste-prob", type=float, default=0.0,
         help="probability of pasting another training person over a crop as a distractor (default 0)",
+    )  # fmt: skip
+    tr.add_argument(
+        "--no-joint-tokens", action="store_true",
+        help="UniTransPose: the local-only ablation, without the joint-token path",
     )  # fmt: skip
     tr.add_argument("--workers", type=int, default=1)
     tr.add_argument("--threads", type=int, default=0)

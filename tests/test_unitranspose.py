@@ -28,7 +28,9 @@ from poseapp.runtime.transforms import box_to_center_scale, crop_matrix, heatmap
 from poseapp.skeleton import NUM_JOINTS
 from tests.test_train import write_dataset
 
-TINY = UniTransPoseSize(dims=(16, 32, 48, 64), depths=(1, 2, 2, 1), heads=(1, 2, 3, 4), window=4)
+TINY = UniTransPoseSize(
+    dims=(16, 32, 48, 64), depths=(1, 2, 2, 1), heads=(1, 2, 3, 4), local_depths=(1, 2, 3, 1), window=4
+)
 J = 5
 CROPS = [(256, 192), (192, 144)]
 
@@ -178,6 +180,22 @@ def test_flops_are_exact(hw: tuple[int, int], stem: str) -> None:
     assert mine == reference
 
 
+@pytest.mark.parametrize("stem", ["patch", "yolo"])
+def test_the_local_only_ablation_has_no_joint_tokens_and_costs_what_jagl_costs(stem: str) -> None:
+    x = torch.rand(2, 3, 256, 192)
+    jagl = create_model("unitranspose_t", stem=stem).eval()
+    local = create_model("unitranspose_t", stem=stem, joint_tokens=False).eval()
+    assert local.joint_tokens is None and len(local.joint_proj) == 0
+    assert all(block.joint is None for stage in local.stages for block in stage.blocks)
+    out = run(local, x)
+    assert out.heatmaps.shape == (2, NUM_JOINTS, 64, 48) and out.joint_attention == []
+    mine, reference = counted(local, x)
+    assert mine == reference
+    ratio = mine / counted(jagl, x)[0]
+    print(f"local-only / JAGL ({stem} stem): {ratio:.4f}")
+    assert abs(ratio - 1) < 0.02
+
+
 def test_unitranspose_t_costs_at_most_one_and_a_half_evitpose_t() -> None:
     x = torch.rand(1, 3, 256, 192)
     uni, evit = create_model("unitranspose_t").eval(), create_model("evitpose_t").eval()
@@ -292,3 +310,9 @@ def test_main_train_runs_a_step(tmp_path, capsys) -> None:
     assert torch.load(out / "last.pt", weights_only=True)["state"]["step"] == 1
     assert main([*args[:-2], "--stem", "yolo_neck"]) == 2
     assert "--stem yolo" in capsys.readouterr().err
+    local = [str(tmp_path / "local") if a == str(out) else a for a in args] + ["--no-joint-tokens"]
+    assert main(local) == 0
+    assert load_model(tmp_path / "local" / "stopped.safetensors").joint_tokens is None
+    evit = [*local[:2], "evitpose_t", *local[3:]]
+    assert main(evit) == 2
+    assert "--no-joint-tokens" in capsys.readouterr().err

@@ -74,6 +74,8 @@ class TrainConfig:
     """EViTPose: each step samples a keep ratio in [min_keep, 1] (1.0 a quarter of the time)."""
     quality_weight: float = 0.03
     quality_from_epoch: int = 2
+    joint_tokens: bool = True
+    """UniTransPose: False builds the local-only ablation (no joint-token path)."""
     paste_prob: float = 0.0
     """Probability that a training crop gets another person pasted over it (``AugmentConfig.paste_prob``)."""
     workers: int = 1
@@ -194,6 +196,8 @@ def build_model(cfg: TrainConfig) -> nn.Module:
             raise WeightsError(f"{cfg.init} holds a {model.arch} model, not {cfg.model}")
         return model.train()
     config = {"stem": cfg.stem} if cfg.stem != "patch" else {}
+    if not cfg.joint_tokens:
+        config["joint_tokens"] = False
     if tuple(cfg.img_hw) != DEFAULT_IMG_HW:
         config["img_hw"] = list(cfg.img_hw)
     model = create_model(cfg.model, **config)

@@ -21,6 +21,8 @@ inside the window attention and cut back, and a grid of odd side is halved round
 
 The model has no run-time knob (``knob.FIXED``): every block runs both paths for every crop. Its record
 gives, per stage, the windows (crop-pixel boxes) and the attention the joint tokens gave each patch.
+``joint_tokens=False`` builds the local-only ablation: the same stages without the joint-token path, so
+that a patch sees beyond its window only through the shifted windows and the downsampling.
 """
 
 from __future__ import annotations
@@ -49,14 +51,21 @@ class UniTransPoseSize:
     depths: tuple[int, ...]
     """JAGL blocks of each stage."""
     heads: tuple[int, ...]
+    local_depths: tuple[int, ...]
+    """Blocks of each stage in the local-only ablation (``joint_tokens=False``): the multiply-adds of the
+    joint-token path spent on more stage-3 blocks, so that both variants cost about the same."""
     window: int = 8
     """Largest window side, in patches (``WindowLayout.fit``)."""
     mlp_ratio: float = 4.0
 
 
 SIZES: dict[str, UniTransPoseSize] = {
-    "t": UniTransPoseSize(dims=(64, 128, 192, 256), depths=(1, 2, 3, 1), heads=(2, 4, 6, 8)),
-    "s": UniTransPoseSize(dims=(64, 128, 256, 384), depths=(2, 2, 6, 2), heads=(2, 4, 8, 12)),
+    "t": UniTransPoseSize(
+        dims=(64, 128, 192, 256), depths=(1, 2, 3, 1), heads=(2, 4, 6, 8), local_depths=(1, 2, 7, 1)
+    ),
+    "s": UniTransPoseSize(
+        dims=(64, 128, 256, 384), depths=(2, 2, 6, 2), heads=(2, 4, 8, 12), local_depths=(2, 2, 11, 2)
+    ),
 }
 """32 channels a head. Stages 1 and 2 have yolo11n-pose's widths, so that both sizes take the ``yolo`` stem.
 At 256x192: T 1.46 GFLOPs and 8.3 M parameters, S 2.99 GFLOPs and 25.6 M (EViTPose-T and -S at keep 1.0:
@@ -111,23 +120,29 @@ class JointTokenAttention(nn.Module):
 
 class JAGLBlock(nn.Module):
     """Joint-aware global-local block: window attention, the joint-token path, then an MLP (all pre-norm,
-    residual). Patches are (B, rows, cols, C), joint tokens (B, J, C)."""
+    residual). Patches are (B, rows, cols, C), joint tokens (B, J, C); without ``global_path`` the block is
+    window attention and the MLP alone (the local-only ablation) and the joint tokens are None."""
 
-    def __init__(self, dim: int, heads: int, layout: WindowLayout, mlp_ratio: float) -> None:
+    def __init__(
+        self, dim: int, heads: int, layout: WindowLayout, mlp_ratio: float, global_path: bool = True
+    ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.local = WindowAttention(dim, heads, layout)
-        self.joint = JointTokenAttention(dim, heads, mlp_ratio)
+        self.joint = JointTokenAttention(dim, heads, mlp_ratio) if global_path else None
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
     def forward(
-        self, x: torch.Tensor, joints: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Patches and joint tokens, updated, and the joint tokens' attention to each patch (B, N)."""
+        self, x: torch.Tensor, joints: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Patches and joint tokens, updated, and the joint tokens' attention to each patch (B, N), None
+        without the joint-token path."""
         b, rows, cols, d = x.shape
         x = x + self.local(self.norm1(x))
-        patches, joints, attention = self.joint(x.reshape(b, rows * cols, d), joints)
+        patches, attention = x.reshape(b, rows * cols, d), None
+        if self.joint is not None:
+            patches, joints, attention = self.joint(patches, joints)
         patches = patches + self.mlp(self.norm2(patches))
         return patches.reshape(b, rows, cols, d), joints, attention
 
@@ -136,25 +151,36 @@ class Stage(nn.Module):
     """``depth`` JAGL blocks on one grid, the odd ones with shifted windows."""
 
     def __init__(
-        self, dim: int, depth: int, heads: int, grid: tuple[int, int], window: int, mlp_ratio: float
+        self,
+        dim: int,
+        depth: int,
+        heads: int,
+        grid: tuple[int, int],
+        window: int,
+        mlp_ratio: float,
+        global_path: bool = True,
     ) -> None:
         super().__init__()
         self.grid = grid
         self.layout = WindowLayout.fit(grid, window)
         shifted = WindowLayout.fit(grid, window, shifted=True)
         self.blocks = nn.ModuleList(
-            JAGLBlock(dim, heads, shifted if i % 2 else self.layout, mlp_ratio) for i in range(depth)
+            JAGLBlock(dim, heads, shifted if i % 2 else self.layout, mlp_ratio, global_path)
+            for i in range(depth)
         )
 
     def forward(
-        self, x: torch.Tensor, joints: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        self, x: torch.Tensor, joints: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Patches (B, rows, cols, C) and joint tokens (B, J, C) through the blocks, and the joint tokens'
-        attention to each patch averaged over the blocks (B, rows, cols)."""
-        seen = torch.zeros_like(x[..., 0]).flatten(1)
+        attention to each patch averaged over the blocks (B, rows, cols), None without joint tokens."""
+        seen = None
         for block in self.blocks:
             x, joints, attention = block(x, joints)
-            seen = seen + attention
+            if attention is not None:
+                seen = attention if seen is None else seen + attention
+        if seen is None:
+            return x, joints, None
         return x, joints, (seen / len(self.blocks)).reshape(-1, *self.grid)
 
 
@@ -180,6 +206,7 @@ class UniTransPose(nn.Module):
         num_joints: int,
         img_hw: tuple[int, int] = DEFAULT_IMG_HW,
         stem: str = "patch",
+        joint_tokens: bool = True,
     ) -> None:
         super().__init__()
         if stem not in ("patch", "yolo"):
@@ -207,19 +234,21 @@ class UniTransPose(nn.Module):
             {str(i): Downsample(dims[i - 1], dims[i]) for i in range(first_own, len(dims))}
         )
         self.pos_embed = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1], dims[0]))
-        self.joint_tokens = nn.Parameter(torch.zeros(1, num_joints, dims[0]))
-        self.joint_proj = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(dims))
+        self.joint_tokens = nn.Parameter(torch.zeros(1, num_joints, dims[0])) if joint_tokens else None
+        self.joint_proj = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(dims) if joint_tokens)
         grids = [self.grid]
         for _ in dims[1:]:
             grids.append(((grids[-1][0] + 1) // 2, (grids[-1][1] + 1) // 2))
+        depths = size.depths if joint_tokens else size.local_depths
         self.stages = nn.ModuleList(
-            Stage(dim, depth, heads, grid, size.window, size.mlp_ratio)
-            for dim, depth, heads, grid in zip(dims, size.depths, size.heads, grids, strict=True)
+            Stage(dim, depth, heads, grid, size.window, size.mlp_ratio, joint_tokens)
+            for dim, depth, heads, grid in zip(dims, depths, size.heads, grids, strict=True)
         )
         self.norms = nn.ModuleList(nn.LayerNorm(dim, eps=1e-6) for dim in dims)
         self.head = SubPixelDecoder(dims, num_joints)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        nn.init.trunc_normal_(self.joint_tokens, std=0.02)
+        if self.joint_tokens is not None:
+            nn.init.trunc_normal_(self.joint_tokens, std=0.02)
         self.apply(init_weights)
         crop = torch.tensor([img_hw[1], img_hw[0]] * 2)
         for i, stage in enumerate(self.stages):
@@ -240,18 +269,20 @@ class UniTransPose(nn.Module):
 
     def forward(self, x: torch.Tensor, knob: float | None = None) -> PoseOutput:
         b = x.shape[0]
-        joints = self.joint_tokens.repeat(b, 1, 1)
+        joints = None if self.joint_tokens is None else self.joint_tokens.repeat(b, 1, 1)
+        carried = 0 if joints is None else self.num_joints
         maps, attention, counts = [], [], []
         for i, stage in enumerate(self.stages):
             x = self._stage_input(i, x)
             if i == 0:
                 x = x + self.pos_embed.reshape(1, *self.grid, -1)
-            else:
+            elif joints is not None:
                 joints = self.joint_proj[i - 1](joints)
             x, joints, seen = stage(x, joints)
             maps.append(self.norms[i](x).permute(0, 3, 1, 2))
-            attention.append(seen)
-            counts += [stage.grid[0] * stage.grid[1] + self.num_joints] * len(stage.blocks)
+            if seen is not None:
+                attention.append(seen)
+            counts += [stage.grid[0] * stage.grid[1] + carried] * len(stage.blocks)
         return PoseOutput(
             self.head(maps),
             torch.tensor(counts, dtype=torch.long).expand(b, -1).clone(),

@@ -161,15 +161,18 @@ def jagl_block_macs(
     d, hidden = block.mlp.fc1.in_features, block.mlp.fc1.out_features
     padded = layout.windows * layout.size
     local = linear_macs(padded, d, 4 * d) + 2 * layout.windows * layout.size**2 * d
+    mlp = 2 * linear_macs(tokens, d, hidden)
+    if block.joint is None:  # the local-only ablation
+        return local + mlp
     reason = block_macs(joints, ViTSize(d, 1, block.joint.reason.attn.heads, mlp_ratio))
     joint_path = cross_attention_macs(joints, tokens, d) + reason + cross_attention_macs(tokens, joints, d)
-    return local + joint_path + 2 * linear_macs(tokens, d, hidden)
+    return local + joint_path + mlp
 
 
 def _unitranspose_macs(model: UniTransPose, counts: torch.Tensor) -> torch.Tensor:
     """Every convolution (stem, downsampling, decoder) from a dry run, the joint tokens' maps between stages,
     and each block from the patches it processed (``tokens_per_block`` less the joint tokens)."""
-    j = model.num_joints
+    j = 0 if model.joint_tokens is None else model.num_joints
     fixed = conv_macs(model, model.img_hw)
     fixed += sum(linear_macs(j, proj.in_features, proj.out_features) for proj in model.joint_proj)
     blocks = [block for stage in model.stages for block in stage.blocks]
