@@ -120,6 +120,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise UsageError("UniTransPose runs its stages between yolo11n-pose's backbone layers: --stem yolo")
     if args.no_joint_tokens and not args.model.startswith("unitranspose"):
         raise UsageError("--no-joint-tokens is UniTransPose's ablation; other models have no such path")
+    if args.steps < 0 or args.max_steps < 0:
+        raise UsageError("--steps and --max-steps count optimiser steps: 0 or more")
     if not 0.0 <= args.paste_prob <= 1.0:
         raise UsageError(f"--paste-prob must be in [0, 1], got {args.paste_prob}")
     if args.init and args.init_from:
@@ -142,7 +144,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         init_from=args.init_from or "", train=pairs, img_hw=args.input_size,
         holdout=args.holdout, out=args.out, epochs=args.epochs, batch=args.batch, lr=args.lr, loss=args.loss,
         freeze_stem_epochs=args.freeze_stem_epochs, workers=args.workers, precision=args.precision,
-        time_limit_minutes=args.time_limit, max_steps=args.max_steps,
+        time_limit_minutes=args.time_limit, max_steps=args.max_steps, steps=args.steps,
         quality_from_epoch=args.quality_from_epoch, paste_prob=args.paste_prob, resume=args.resume,
         joint_tokens=not args.no_joint_tokens,
     )  # fmt: skip
@@ -515,7 +517,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--threads", type=int, default=0)
     tr.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
     tr.add_argument("--time-limit", type=float, default=0.0, help="minutes; stop cleanly after")
-    tr.add_argument("--max-steps", type=int, default=0)
+    tr.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (resumable)")
+    tr.add_argument(
+        "--steps", type=int, default=0,
+        help="train this many steps instead of whole epochs, the learning rate annealed over them",
+    )  # fmt: skip
     tr.add_argument(
         "--resume", action="store_true",
         help="continue the stopped run in --out from its last.pt, exactly as if it had not stopped",

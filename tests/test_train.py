@@ -217,6 +217,25 @@ def test_a_stopped_and_resumed_run_equals_one_never_stopped(tmp_path, workers: i
     assert without_wall_clock(parts["state"]["history"]) == without_wall_clock(whole["state"]["history"])
 
 
+def test_a_run_of_steps_anneals_over_them_and_ends_validated(tmp_path) -> None:
+    data = write_dataset(tmp_path)
+    lrs: list[float] = []
+
+    def recording(step: int, total: int, cfg: TrainConfig) -> float:
+        lrs.append(lr_at(step, total, cfg))
+        return lrs[-1]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(training, "lr_at", recording)
+        train(tiny_config(data, tmp_path / "run", epochs=5, steps=3))  # 1.5 epochs of 2 steps
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["state"]
+    assert state["step"] == 3 and [entry["step"] for entry in state["history"]] == [2, 3]
+    cfg = tiny_config(data, tmp_path)
+    assert lrs[::2] == lrs[1::2] == [lr_at(step, 3, cfg) for step in range(3)]  # one call per param group
+    assert (tmp_path / "run" / "best.safetensors").exists()
+    assert not (tmp_path / "run" / "stopped.safetensors").exists()
+
+
 def test_a_resumed_run_loads_only_the_samples_it_trains_on(tmp_path, monkeypatch) -> None:
     data = write_dataset(tmp_path)
     train(tiny_config(data, tmp_path / "run", epochs=1, max_steps=1))

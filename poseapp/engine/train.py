@@ -86,6 +86,9 @@ class TrainConfig:
     """Stop cleanly (checkpoint written) after this long; 0 = no limit."""
     max_steps: int = 0
     """Stop after this many optimiser steps in total; 0 = no limit (for smoke tests)."""
+    steps: int = 0
+    """Train this many optimiser steps instead of ``epochs`` whole epochs: the schedule anneals over them
+    and the run ends with a validation after the last (a short run of a given length; 0 = whole epochs)."""
     seed: int = 0
     resume: bool = False
     """Continue the run in ``out`` from its ``last.pt``; without it an existing ``last.pt`` is refused."""
@@ -331,7 +334,8 @@ def train(cfg: TrainConfig) -> Path:
             print(f"resumed from {last} at epoch {state['epoch']} step {state['step']}", flush=True)
     stem = model.patch_embed if isinstance(model.patch_embed, YoloStem) else None
     ddp, wrapped_for = model, None  # under DDP: the wrapper, and which parameters were trainable at wrapping
-    total_steps = cfg.epochs * steps_per_epoch
+    epochs = math.ceil(cfg.steps / steps_per_epoch) if cfg.steps else cfg.epochs
+    total_steps = cfg.steps or epochs * steps_per_epoch
     precision = resolve_precision(cfg.precision, device)
     if rank == 0:
         print(f"training on {device} in {precision}", flush=True)
@@ -349,7 +353,10 @@ def train(cfg: TrainConfig) -> Path:
         over_time = cfg.time_limit_minutes and time.monotonic() - started > 60 * cfg.time_limit_minutes
         return bool(over_time) or bool(cfg.max_steps and state["step"] >= cfg.max_steps)
 
-    while state["epoch"] < cfg.epochs and not out_of_time():
+    def finished() -> bool:
+        return state["epoch"] >= epochs or state["step"] >= total_steps
+
+    while not finished() and not out_of_time():
         epoch = state["epoch"]
         done = max(0, state["step"] - epoch * steps_per_epoch)  # steps of this epoch trained before a resume
         order.set_epoch(epoch, start=done * cfg.batch)
@@ -360,7 +367,7 @@ def train(cfg: TrainConfig) -> Path:
             ddp, wrapped_for = _data_parallel(model), trainable
         ddp.train()
         bar = tqdm(
-            loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", initial=done, total=steps_per_epoch,
+            loader, desc=f"epoch {epoch + 1}/{epochs}", initial=done, total=steps_per_epoch,
             disable=rank != 0, mininterval=10,
         )  # fmt: skip
         for batch in bar:
@@ -380,9 +387,11 @@ def train(cfg: TrainConfig) -> Path:
             if time.monotonic() - saved_at > 60 * cfg.checkpoint_minutes:
                 save_state()
                 saved_at = time.monotonic()
+            if state["step"] >= total_steps:  # the last step of a run of --steps
+                break
             if out_of_time():
                 break
-        else:
+        if state["step"] >= total_steps or state["step"] == (epoch + 1) * steps_per_epoch:
             state["epoch"] += 1
             if rank == 0:
                 model.eval()
@@ -404,7 +413,7 @@ def train(cfg: TrainConfig) -> Path:
             state["loss"] = 0.0
         save_state()
         saved_at = time.monotonic()
-    if rank == 0 and state["epoch"] < cfg.epochs:  # stopped by the clock or --max-steps: keep what it learned
+    if rank == 0 and not finished():  # stopped by the clock or --max-steps: keep what it learned
         save_model(model, out_dir / "stopped.safetensors", config=asdict(cfg), step=state["step"])
     elif rank == 0:  # finished: an earlier stop's model is stale
         (out_dir / "stopped.safetensors").unlink(missing_ok=True)
