@@ -55,8 +55,14 @@ def attend(
 
     ``mask`` (bool, broadcast to (B, heads, n, m)) lets each query attend only the keys where it is True
     (every row needs one). With ``rows > 0`` also return the attention of the first ``rows`` queries to
-    every key, (B, heads, rows, m); that, and ``explicit_attention``, take the plain-matmul path."""
-    if rows or _EXPLICIT:
+    every key, (B, heads, rows, m); that, and ``explicit_attention``, take the plain-matmul path.
+
+    Training on the CPU takes it as well: there the backward of PyTorch's fused kernel
+    (``scaled_dot_product_attention``) costs several times that of the plain matmuls, most of all on many
+    short sequences such as UniTransPose's windows (``docs/benchmarks.md``). Inference, and any training
+    on a GPU, keep the fused kernel, which is the faster there."""
+    training_on_cpu = q.requires_grad and q.device.type == "cpu" and torch.is_grad_enabled()
+    if rows or _EXPLICIT or training_on_cpu:
         logits = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
         if mask is not None:
             logits = logits.masked_fill(~mask, float("-inf"))
