@@ -40,6 +40,28 @@ def test_explicit_attention_matches_fused() -> None:
     torch.testing.assert_close(rows.sum(-1), torch.ones(2, 3, 4))
 
 
+def test_training_on_the_cpu_takes_the_matmuls_inference_the_fused_kernel(monkeypatch) -> None:
+    attn = Attention(48, 3)
+    x = torch.randn(2, 30, 48)
+    with torch.no_grad():
+        reference, _ = attn(x)
+    fused = F.scaled_dot_product_attention
+    calls: list[bool] = []
+
+    def counting(*args, **kwargs):
+        calls.append(True)
+        return fused(*args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", counting)
+    trained, _ = attn(x)  # under autograd: the plain matmuls, with the same values
+    trained.sum().backward()
+    assert not calls and attn.qkv.weight.grad is not None
+    torch.testing.assert_close(trained.detach(), reference, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        attn(x)
+    assert calls == [True]
+
+
 @pytest.mark.parametrize("keep", [0.3, 0.5, 0.7])
 def test_evitpose_keeps_top_patches_by_joint_attention(keep: float) -> None:
     model = EViTPose(TINY, J).eval()
