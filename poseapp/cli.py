@@ -21,10 +21,12 @@ from .runtime.precision import PRECISIONS, model_precision
 PRECISION_HELP = "auto: bf16 autocast where the device computes bf16 natively, else fp32"
 
 
-def model_from_args(name: str, weights: str | None, stem: str = "patch") -> torch.nn.Module:
-    """A model by zoo name (random weights, enough for speed and FLOPs) or from a checkpoint."""
+def model_from_args(name: str | None, weights: str | None, stem: str = "patch") -> torch.nn.Module:
+    """A model by zoo name (random weights, enough for speed and FLOPs; ``evitpose_t`` when None) or from a
+    checkpoint, which ``name``, when given, must hold."""
     if weights:
         return prepare_for_inference(load_model(weights, expect=name))
+    name = name or "evitpose_t"
     if name not in MODEL_NAMES:
         raise UsageError(f"unknown model {name!r}; known: {', '.join(MODEL_NAMES)}")
     return prepare_for_inference(create_model(name, **({"stem": stem} if stem != "patch" else {})))
@@ -429,7 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="GFLOPs and milliseconds per crop for each knob value; --pipeline CLIP: the whole video job's "
         "FPS, raced against yolo11n-pose at its best with --compare-yolo",
     )
-    bench.add_argument("--model", default="evitpose_t", help=f"one of {', '.join(MODEL_NAMES)}")
+    bench.add_argument(
+        "--model", help=f"one of {', '.join(MODEL_NAMES)} (default: the --weights' model, else evitpose_t)"
+    )
     bench.add_argument("--weights", help="checkpoint to load instead of random weights")
     bench.add_argument(
         "--stem", default="patch", choices=["patch", *STEM_LAYERS], help="random model's embedding"

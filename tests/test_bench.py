@@ -110,3 +110,12 @@ def test_the_peer_is_raced_at_every_count_up_to_the_cores() -> None:
 
 def test_a_row_without_flops_shows_a_dash() -> None:
     assert row("peer", 10.0).row() == "| peer | 10 | 10.0 | 1.0 | 2.0 | - | 1 |"
+
+
+def test_bench_times_the_model_a_checkpoint_holds(tmp_path, capsys) -> None:
+    path = tmp_path / "vitpose.safetensors"
+    save_model(create_model("vitpose_t", img_hw=[64, 48]), path)
+    assert main(["bench", "--weights", str(path), "--batch", "1", "--runs", "1", "--warmup", "0"]) == 0
+    assert capsys.readouterr().out.startswith("vitpose_t on cpu")
+    assert main(["bench", "--weights", str(path), "--model", "evitpose_t", "--runs", "1"]) != 0
+    assert "holds a vitpose_t model, not evitpose_t" in capsys.readouterr().err
