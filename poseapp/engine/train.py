@@ -387,9 +387,7 @@ def train(cfg: TrainConfig) -> Path:
             if time.monotonic() - saved_at > 60 * cfg.checkpoint_minutes:
                 save_state()
                 saved_at = time.monotonic()
-            if state["step"] >= total_steps:  # the last step of a run of --steps
-                break
-            if out_of_time():
+            if state["step"] >= total_steps or out_of_time():  # a run of --steps ends mid-epoch
                 break
         if state["step"] >= total_steps or state["step"] == (epoch + 1) * steps_per_epoch:
             state["epoch"] += 1

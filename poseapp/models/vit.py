@@ -59,7 +59,7 @@ def attend(
 
     Training on the CPU takes it as well: there the backward of PyTorch's fused kernel
     (``scaled_dot_product_attention``) costs several times that of the plain matmuls, most of all on many
-    short sequences such as UniTransPose's windows (``docs/benchmarks.md``). Inference, and any training
+    short sequences such as UniTransPose's windows (``docs/training.md``). Inference, and any training
     on a GPU, keep the fused kernel, which is the faster there."""
     training_on_cpu = q.requires_grad and q.device.type == "cpu" and torch.is_grad_enabled()
     if rows or _EXPLICIT or training_on_cpu:
