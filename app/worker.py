@@ -227,7 +227,7 @@ class Worker(QThread):
             self._cond.wait_for(lambda: self._stopping, self._clock + frame_time - now)
 
     def _process(self, frame: Frame) -> None:
-        result = self.pipeline.step(frame)
+        result = self.pipeline.step(frame, None if self._info.live else self.capture.peek())
         self._ticks.append(time.monotonic())
         if len(self._ticks) > 1:
             result.fps = (len(self._ticks) - 1) / max(self._ticks[-1] - self._ticks[0], 1e-9)

@@ -112,7 +112,7 @@ class Pose:
         capture.start()
         try:
             while (frame := capture.get()) is not None:
-                result = pipeline.step(frame)
+                result = pipeline.step(frame, None if capture.live else capture.peek())
                 result.dropped = capture.dropped
                 yield result
         finally:

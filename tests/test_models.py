@@ -416,3 +416,19 @@ def test_emgpose_conv_stem_tokens_are_the_stems_features_of_each_scale() -> None
             torch.testing.assert_close(fine[t], full[round(y0) // 16 * 12 + round(x0) // 16])
             compared += 1
     assert compared == 4 * model.split_counts()[1]
+
+
+def test_bf16_weights_compute_what_autocast_computes_and_leave_the_model_alone() -> None:
+    from poseapp.models import prepare_for_inference
+    from poseapp.runtime.precision import bf16_weights
+
+    torch.manual_seed(0)
+    model = prepare_for_inference(EViTPose(TINY, 19, stem="yolo_neck"))
+    cast = bf16_weights(model)
+    x = torch.rand(2, 3, 256, 192)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected, got = model(x, 0.5).heatmaps, cast(x, 0.5).heatmaps
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert cast.blocks[0].attn.qkv.weight.dtype == torch.bfloat16
+    assert cast.norm.weight.dtype == torch.float32  # autocast keeps normalisations in float32

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import av
 import numpy as np
@@ -218,6 +219,49 @@ def test_detector_runs_every_k_frames_when_calm_and_every_other_while_people_arr
     after = [f for f in detector.ran_on if arrived <= f <= arrived + 10]
     assert np.all(np.diff(after) == 3)  # changing scene: half the interval, never every frame
     assert gaps.min() >= 3
+
+
+class ArrivingByImage(FakeDetector):
+    """One more person from frame ``at`` on, the frame read from the image's first pixel; records the frame
+    and thread of each call."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__(count=1)
+        self.at, self.ran_on, self.threads = at, [], set()
+
+    def __call__(self, image: np.ndarray) -> list[Detection]:
+        frame = int(image[0, 0, 0])
+        self.ran_on.append(frame)
+        self.threads.add(threading.current_thread().name)
+        self.count = 1 if frame < self.at else 2
+        return super().__call__(image)
+
+
+def test_detecting_the_upcoming_frame_early_changes_nothing_but_the_thread() -> None:
+    frames = []
+    for i in range(40):
+        image = np.full((H, W, 3), 40, np.uint8)
+        image[0, 0, 0] = i
+        frames.append(Frame(i, image, i / 25))
+    model = EViTPose(TINY, 19)
+    runs = {}
+    for early in (False, True):
+        detector = ArrivingByImage(at=12)
+        pipeline = PosePipeline(PipelineConfig(detect_every=6, knob=1.0), detector, model=model)
+        results = [
+            pipeline.step(frame, frames[i + 1] if early and i + 1 < len(frames) else None)
+            for i, frame in enumerate(frames)
+        ]
+        runs[early] = detector, results
+    (in_turn, plain), (ahead, overlapped) = runs[False], runs[True]
+    assert ahead.ran_on == in_turn.ran_on and len(in_turn.ran_on) > 5
+    assert in_turn.threads == {threading.main_thread().name}
+    assert any(name.startswith("poseapp-detect") for name in ahead.threads)
+    for a, b in zip(plain, overlapped, strict=True):
+        assert a.detector_ran == b.detector_ran
+        assert [p.track_id for p in a.people] == [p.track_id for p in b.people]
+        for pa, pb in zip(a.people, b.people, strict=True):
+            np.testing.assert_array_equal(pa.keypoints, pb.keypoints)
 
 
 class Walking(FakeDetector):

@@ -119,10 +119,13 @@ def test_file_round_trip_keeps_every_frame_in_order_with_a_slow_consumer(tmp_pat
 
     capture = CaptureThread(open_source(str(path)), live=False, maxsize=2)
     capture.start()
-    frames = []
+    frames, peeked = [], []
     while (frame := capture.get(timeout=5)) is not None:
         time.sleep(0.005)  # slower than the reader: it must wait, not drop
         frames.append(frame)
+        peeked.append(capture.peek())  # the next frame once read, without taking it
+    assert all(p is f for p, f in zip(peeked, frames[1:], strict=False) if p is not None)
+    assert sum(p is not None for p in peeked) >= N // 2 and peeked[-1] is None
     capture.join(1)
     assert not capture.is_alive()
     assert [decoded_index(f.image) for f in frames] == list(range(N))

@@ -1,13 +1,16 @@
 """One frame through the whole chain: detect (every k-th frame) -> track -> batched pose -> smoothing.
 
-``PosePipeline.step`` is synchronous and single-threaded; the threads around it (capture, writer, GUI
-worker) live in ``io/video.py``, ``runtime/video_job.py`` and ``app/``. The knob for each frame comes from
-the budget controller (fixed when the user pins it), so a new model plugs in without new pipeline code.
+``PosePipeline.step`` runs on the caller's thread; given the frame after this one it runs that frame's
+detection, when due, on a detector thread while this frame's people are posed (``step``'s ``upcoming``),
+with results identical to detecting in turn. The threads around it (capture, writer, GUI worker) live in
+``io/video.py``, ``runtime/video_job.py`` and ``app/``. The knob for each frame comes from the budget
+controller (fixed when the user pins it), so a new model plugs in without new pipeline code.
 """
 
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -120,6 +123,7 @@ class PosePipeline:
         self.model, self.precision = self.predictor.model, self.predictor.precision
         self.detector = detector
         self.controller = self._controller(latency)
+        self._detector_thread: ThreadPoolExecutor | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -128,6 +132,8 @@ class PosePipeline:
         self.smoother = KeypointSmoother(self.cfg.min_cutoff, self.cfg.beta, enabled=self.cfg.smoothing)
         self._last_detection = -(10**9)
         self._tracked = 0
+        self._early: tuple[int, Future[list[Detection]]] | None = None
+        """(frame index, its detections computing on the detector thread), from ``step``'s ``upcoming``."""
         self._poses: dict[int, tuple[int, Person]] = {}
         """Track id -> (frame index, the person as last posed), for people a budget could not pose."""
 
@@ -186,18 +192,39 @@ class PosePipeline:
         knob = self.model.knob
         self.controller = BudgetController.fixed(knob, knob.clamp(value), self.controller.model)
 
-    def _detect(self, frame: Frame, have_tracks: bool) -> list[Detection] | None:
-        calm = have_tracks and not self.tracker.needs_detection(frame.index)
-        if frame.index - self._last_detection < detector_interval(self.cfg.detect_every, calm):
-            return None
+    def _detection_due(self, index: int) -> bool:
+        calm = self._tracked > 0 and not self.tracker.needs_detection(index)
+        return index - self._last_detection >= detector_interval(self.cfg.detect_every, calm)
+
+    def _detect(self, frame: Frame) -> list[Detection] | None:
+        early, self._early = self._early, None
+        if not self._detection_due(frame.index):
+            return None  # an early detection of this frame, started on a guess, is not used
         self._last_detection = frame.index
+        if early is not None and early[0] == frame.index:
+            return early[1].result()
         return self.detector(frame.image)
 
+    def _detect_early(self, upcoming: Frame) -> None:
+        """Start ``upcoming``'s detection on the detector thread if it looks due now. Whether it is due is
+        decided again when ``upcoming`` is stepped, after this frame's poses have refined the tracks; the
+        two differ rarely (a pose refinement ending a long coast), and then the detection runs in turn or
+        its early result goes unused, so the results never depend on it."""
+        if not self._detection_due(upcoming.index):
+            return
+        if self._detector_thread is None:
+            self._detector_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="poseapp-detect")
+        self._early = (upcoming.index, self._detector_thread.submit(self.detector, upcoming.image))
+
     @torch.inference_mode()
-    def step(self, frame: Frame) -> FrameResult:
-        detections = self._detect(frame, self._tracked > 0)
+    def step(self, frame: Frame, upcoming: Frame | None = None) -> FrameResult:
+        """Detect (when due), track and pose ``frame``. ``upcoming``: the frame the next call will get, when
+        known (a file); its detection, when due, then runs beside this frame's poses."""
+        detections = self._detect(frame)
         tracks = self.tracker.update(detections, frame.index)[: self.cfg.max_people]
         self._tracked = len(tracks)
+        if upcoming is not None:
+            self._detect_early(upcoming)
         live = {t.id for t in tracks}
         self._poses = {tid: pose for tid, pose in self._poses.items() if tid in live}
         self.smoother.forget(live)

@@ -10,9 +10,11 @@ native.
 from __future__ import annotations
 
 import contextlib
+import copy
 from contextlib import AbstractContextManager
 
 import torch
+from torch import nn
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -46,3 +48,22 @@ def autocast(precision: str, device: torch.device) -> AbstractContextManager:
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+_AUTOCAST_WEIGHTS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d)
+
+
+def bf16_weights(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose linear and convolution layers hold bfloat16 weights, for inference under
+    bf16 autocast (the caller's model is left as it is).
+
+    Autocast casts a float32 weight to bfloat16 on every call of its layer (it caches casts only for
+    weights that require grad): a copy of every weight per forward pass, 3.5 of the 19 ms of one crop
+    through the default model on this project's CPU. Cast once here, the layers compute exactly what
+    autocast computed; everything autocast keeps in float32 (normalisations, softmax, embeddings) keeps
+    its float32 parameters."""
+    model = copy.deepcopy(model)
+    for module in model.modules():
+        if isinstance(module, _AUTOCAST_WEIGHTS):
+            module.to(torch.bfloat16)
+    return model

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..models import PoseOutput
 from .inference import crop_batch, image_keypoints, pose_logits
-from .precision import autocast, model_precision
+from .precision import autocast, bf16_weights, model_precision
 
 
 @dataclass
@@ -40,12 +40,14 @@ class TopDownPredictor:
     """A pose model on the boxes of an image: eval crops, one batch, heatmap decoding, back to the image.
 
     ``precision`` is resolved for the model and device (``precision.model_precision``: ``auto`` is bf16
-    autocast where the device computes it natively, else fp32)."""
+    autocast where the device computes it natively, else fp32). In bf16 ``model`` is the predictor's own
+    copy with bf16 weights (``precision.bf16_weights``), so ``model`` is the one to read records from."""
 
     def __init__(self, model: nn.Module, device: str | torch.device = "cpu", precision: str = "auto") -> None:
         self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
         self.precision = model_precision(model, precision, self.device)
+        model = model.to(self.device).eval()
+        self.model = bf16_weights(model) if self.precision == "bf16" else model
 
     @torch.inference_mode()
     def __call__(

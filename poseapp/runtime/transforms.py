@@ -44,6 +44,10 @@ _COARSE_SIGMA = 1.0
 _FIT_RADIUS = 3
 _LOG_FLOOR = 1e-10
 _RIDGE = 1e-6
+_NEGLIGIBLE = 1e-30
+"""Map values and fit weights below this are zero for decoding. Far from the peak a softmax map and the
+blur's tails reach float32's subnormal range, where x86 arithmetic runs about 100 times slower (5 ms
+against 1 ms to decode two people); nothing this small moves the argmax or the fit."""
 
 
 TRAIN_PADDING = 1.25
@@ -131,14 +135,21 @@ def encode_heatmaps(
     return targets.astype(np.float32), weights.astype(np.float32)
 
 
+def _flush(values: torch.Tensor) -> torch.Tensor:
+    """``values`` with those of magnitude below ``_NEGLIGIBLE`` set to 0."""
+    return values.masked_fill(values.abs() < _NEGLIGIBLE, 0)
+
+
 def _blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of (B, H, W) maps with zero padding (as two banded matmuls: fast on CPU)."""
+    """Separable Gaussian blur of (B, H, W) maps with zero padding (as two banded matmuls: fast on CPU),
+    the kernel cut at 4 sigma."""
 
     def band(n: int) -> torch.Tensor:
         taps = torch.arange(n, dtype=maps.dtype, device=maps.device)
-        return torch.exp(-((taps[:, None] - taps[None, :]) ** 2) / (2 * sigma**2))
+        distance = (taps[:, None] - taps[None, :]).abs()
+        return torch.exp(-(distance**2) / (2 * sigma**2)).masked_fill(distance > 4 * sigma, 0)
 
-    return band(maps.shape[-2]) @ maps @ band(maps.shape[-1])
+    return band(maps.shape[-2]) @ _flush(maps) @ band(maps.shape[-1])
 
 
 def _decode(heatmaps: torch.Tensor, input_size: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,7 +174,7 @@ def _decode(heatmaps: torch.Tensor, input_size: Sequence[int]) -> tuple[torch.Te
     # 1/v, and cells at or below zero, e.g. on logit maps, drop out).
     fx, fy = ox.to(dtype), oy.to(dtype)
     design = torch.stack([torch.ones_like(fx), fx, fy, fx * fx, fx * fy, fy * fy], dim=1)  # (K, 6)
-    weight = (values.clamp_min(0) / values.amax(dim=1, keepdim=True).clamp_min(_LOG_FLOOR)) ** 2
+    weight = _flush((values.clamp_min(0) / values.amax(dim=1, keepdim=True).clamp_min(_LOG_FLOOR)) ** 2)
     ridge = _RIDGE * torch.eye(6, dtype=dtype, device=maps.device)
     normal = torch.einsum("bk,ki,kj->bij", weight, design, design) + ridge
     rhs = torch.einsum("bk,ki->bi", weight * values.clamp_min(_LOG_FLOOR).log(), design)

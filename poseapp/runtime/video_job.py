@@ -165,7 +165,8 @@ def annotate_video(
             capture.start()
             output.start()
             while (frame := capture.get()) is not None:
-                result = pipeline.step(frame)
+                # a file's next frame, when already decoded: its detection runs beside this frame's poses
+                result = pipeline.step(frame, None if capture.live else capture.peek())
                 result.dropped = capture.dropped
                 summary.frames += 1
                 result.fps = summary.frames / (time.perf_counter() - started)

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..io.video import CaptureThread, FrameSource, ScaledSource, open_source
 from ..runtime.flops import count_macs
-from ..runtime.precision import autocast, resolve_precision
+from ..runtime.precision import autocast, bf16_weights, resolve_precision
 
 if TYPE_CHECKING:
     from ultralytics.engine.results import Results
@@ -63,6 +63,9 @@ def bench_model(
     """Time ``model`` at every knob value and batch size; ``inputs`` (N, 3, h, w) are the crops
     to use (default: a fixed random batch of the model's input size), cycled to fill the largest batch."""
     model = model.to(device).eval()
+    precision = resolve_precision(precision, torch.device(device))
+    if precision == "bf16":
+        model = bf16_weights(model)  # as the pipeline's predictor runs it
     if inputs is None:
         w, h = model.input_size
         inputs = torch.randn(max(batches), 3, h, w, generator=torch.Generator().manual_seed(0))
@@ -70,7 +73,7 @@ def bench_model(
     inputs = inputs.repeat(reps, 1, 1, 1)[: max(batches)].to(device)
     inputs = inputs.contiguous(memory_format=torch.channels_last)  # the layout crop_batch gives the pipeline
     rows = []
-    with autocast(resolve_precision(precision, inputs.device), inputs.device):
+    with autocast(precision, inputs.device):
         for knob in knobs:
             with torch.inference_mode():
                 out = model(inputs, knob)
