@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 
 from poseapp.results import Frame
+from poseapp.threads import lower_thread_priority
 
 log = logging.getLogger(__name__)
 
@@ -323,6 +324,7 @@ class CaptureThread(threading.Thread):
         self._error: BaseException | None = None
 
     def run(self) -> None:
+        lower_thread_priority()
         try:
             for frame in self.source:
                 if not self._put(frame):

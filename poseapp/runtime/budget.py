@@ -2,7 +2,9 @@
 
 ``LatencyModel`` predicts the milliseconds of one batched pose call of ``n`` crops at a knob value as
 ``a_k + b_k * n``, a line fitted per value of a grid from timings taken at start-up, scaled by one factor
-that follows the measured times online (thermal throttling and other load slow every value alike).
+that follows the measured times online (thermal throttling and other load slow every value alike), and by
+a second one on frames whose pose call shares the machine with the next frame's detection (the pipeline
+runs it beside the poses: on a small machine that call is then markedly slower, every few frames).
 ``BudgetController`` turns the prediction into a choice each frame.
 """
 
@@ -37,6 +39,9 @@ class LatencyModel:
         """Weight of one observation in the moving average of the correction factor."""
         self.correction = 1.0
         """Measured / calibrated time, an exponential moving average in log space."""
+        self.beside_detector = 1.0
+        """How much slower a call is while the detector runs beside it, relative to ``correction``: an
+        exponential moving average in log space over those calls."""
 
     @classmethod
     def calibrate(
@@ -79,22 +84,29 @@ class LatencyModel:
         per_value = self.intercepts + self.slopes * n
         return float(np.interp(value, self.grid, per_value))
 
-    def predict(self, value: float, n: int) -> float:
-        """Predicted milliseconds of a batch of ``n`` crops at knob ``value``."""
-        return self.correction * self.calibrated_ms(value, n)
+    def predict(self, value: float, n: int, beside_detector: bool = False) -> float:
+        """Predicted milliseconds of a batch of ``n`` crops at knob ``value`` (``beside_detector``: while
+        the detector runs beside it)."""
+        factor = self.correction * (self.beside_detector if beside_detector else 1.0)
+        return factor * self.calibrated_ms(value, n)
 
-    def observe(self, value: float, n: int, ms: float) -> None:
-        """Move the correction factor towards ``ms`` / calibrated prediction.
+    def observe(self, value: float, n: int, ms: float, beside_detector: bool = False) -> None:
+        """Move the correction factor towards ``ms`` / calibrated prediction; with ``beside_detector``,
+        the detector's factor towards what is left of that ratio after the correction.
 
         Each ratio is clipped to [1/2, 2] first, so one hiccup (a garbage collection, a page fault) moves
-        the factor by at most ``2 ** rate``; a lasting change still converges in a few dozen frames.
+        a factor by at most ``2 ** rate``; a lasting change still converges in a few dozen frames.
         """
         expected = self.calibrated_ms(value, n)
         if n <= 0 or expected <= 0 or not ms > 0:
             return
         log_ratio = float(np.clip(math.log(ms / expected), -math.log(2), math.log(2)))
         log_c = math.log(self.correction)
-        self.correction = math.exp(log_c + self.rate * (log_ratio - log_c))
+        if beside_detector:
+            log_d = math.log(self.beside_detector)
+            self.beside_detector = math.exp(log_d + self.rate * (log_ratio - log_c - log_d))
+        else:
+            self.correction = math.exp(log_c + self.rate * (log_ratio - log_c))
 
 
 class BudgetController:
@@ -143,38 +155,43 @@ class BudgetController:
     def is_fixed(self) -> bool:
         return self.pinned is not None
 
-    def choose(self, n_people: int) -> float:
-        """The knob value for ``n_people`` crops; also sets ``last_value`` and ``last_predicted_ms``."""
+    def choose(self, n_people: int, beside_detector: bool = False) -> float:
+        """The knob value for ``n_people`` crops (``beside_detector``: posed while the detector runs beside
+        them); also sets ``last_value`` and ``last_predicted_ms``."""
         if self.pinned is not None:
             value = self.pinned
         elif self.model is None:
             raise ValueError("an adaptive BudgetController needs a LatencyModel")
         else:
-            value = self._adaptive(n_people, self.model)
+            value = self._adaptive(n_people, self.model, beside_detector)
         self.last_value = value
-        self.last_predicted_ms = math.nan if self.model is None else self.model.predict(value, n_people)
+        self.last_predicted_ms = (
+            math.nan if self.model is None else self.model.predict(value, n_people, beside_detector)
+        )
         return value
 
-    def capacity(self, n_people: int) -> int:
+    def capacity(self, n_people: int, beside_detector: bool = False) -> int:
         """How many of ``n_people`` crops to pose this frame: all of them in fixed mode or when they fit
         the budget at the cheapest knob value, else the most that fit (at least 1)."""
         if self.pinned is not None or self.model is None or n_people <= 1:
             return n_people
         cheapest, limit = float(self.model.grid[0]), self.margin * self.budget_ms
-        fits = [m for m in range(1, n_people + 1) if self.model.predict(cheapest, m) <= limit]
+        fits = [
+            m for m in range(1, n_people + 1) if self.model.predict(cheapest, m, beside_detector) <= limit
+        ]
         return max(fits, default=1)
 
-    def _adaptive(self, n: int, model: LatencyModel) -> float:
+    def _adaptive(self, n: int, model: LatencyModel, beside_detector: bool) -> float:
         limit = self.margin * self.budget_ms
         current = self.last_value
         for v in model.grid[::-1]:
-            up = current is not None and v > current
-            if model.predict(float(v), n) <= (limit * (1 - self.hysteresis) if up else limit):
+            fits = limit * (1 - self.hysteresis) if current is not None and v > current else limit
+            if model.predict(float(v), n, beside_detector) <= fits:
                 return float(v)
         return float(model.grid[0])
 
-    def record(self, value: float, n: int, ms: float) -> None:
+    def record(self, value: float, n: int, ms: float, beside_detector: bool = False) -> None:
         """Report the measured time of a pose batch run at ``value`` with ``n`` crops."""
         self.last_measured_ms = ms
         if self.model is not None:
-            self.model.observe(value, n, ms)
+            self.model.observe(value, n, ms, beside_detector)

@@ -22,6 +22,7 @@ from ..geometry import box_from_keypoints, box_motion, invert_matrix, xyxy_to_xy
 from ..models import PoseOutput, load_model, prepare_for_inference
 from ..paths import CHECKOUT, default_weights
 from ..results import Detection, Frame, FrameResult, Person, PoseRecord
+from ..threads import lower_thread_priority
 from .budget import BudgetController, LatencyModel
 from .flops import count_macs
 from .inference import pose_logits
@@ -213,7 +214,9 @@ class PosePipeline:
         if not self._detection_due(upcoming.index):
             return
         if self._detector_thread is None:
-            self._detector_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="poseapp-detect")
+            self._detector_thread = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="poseapp-detect", initializer=lower_thread_priority
+            )
         self._early = (upcoming.index, self._detector_thread.submit(self.detector, upcoming.image))
 
     @torch.inference_mode()
@@ -230,14 +233,15 @@ class PosePipeline:
         self.smoother.forget(live)
         if not tracks:
             return FrameResult(frame, [], self.controller.choose(0), 0.0, 0.0, detections is not None)
-        count = self.controller.capacity(len(tracks))
+        beside = self._early is not None  # the next frame's detection runs during these poses
+        count = self.controller.capacity(len(tracks), beside)
         chosen = sorted(pose_order(tracks, {tid: f for tid, (f, _) in self._poses.items()})[:count])
         posed = [tracks[i] for i in chosen]
-        knob = self.controller.choose(len(posed))
+        knob = self.controller.choose(len(posed), beside)
         boxes = xyxy_to_xywh(np.stack([t.box for t in posed]))
         topdown = self.predictor(frame.image, boxes, knob, self.cfg.flip)
         out = topdown.output
-        self.controller.record(knob, len(posed), topdown.pose_ms)
+        self.controller.record(knob, len(posed), topdown.pose_ms, beside)
         records = person_records(self.model, out)[: len(posed)]
         for track, kp, sc, m, record in zip(
             posed, topdown.keypoints, topdown.scores, topdown.matrices, records, strict=True

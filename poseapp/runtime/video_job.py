@@ -24,6 +24,7 @@ from tqdm import tqdm
 from ..io.keypoint_files import ResultsExporter
 from ..io.video import CaptureThread, FrameSource, VideoWriter
 from ..results import FrameResult
+from ..threads import lower_thread_priority
 from .pipeline import PosePipeline
 from .render import Overlays, draw_result
 
@@ -102,6 +103,7 @@ class EncodeThread(threading.Thread, Generic[T]):
         self._queue.put(item)
 
     def run(self) -> None:
+        lower_thread_priority()
         try:
             while (item := self._queue.get()) is not None:
                 image = self.draw(item)
