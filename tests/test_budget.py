@@ -61,6 +61,19 @@ def test_observe_follows_slower_hardware(model):
     assert controller.last_measured_ms == pytest.approx(2.0 * fake_ms(0.6, 6))
 
 
+def test_frames_beside_the_detector_learn_their_own_factor(model):
+    controller = BudgetController(KNOB, model, budget_ms=30.0)
+    for frame in range(120):  # every third pose call shares the machine with a detection: 1.5x slower
+        beside = frame % 3 == 0
+        value = controller.choose(6, beside)
+        controller.record(value, 6, (1.5 if beside else 1.0) * 1.2 * fake_ms(value, 6), beside)
+    assert model.predict(0.8, 6) == pytest.approx(1.2 * fake_ms(0.8, 6), rel=0.05)
+    assert model.predict(0.8, 6, beside_detector=True) == pytest.approx(1.8 * fake_ms(0.8, 6), rel=0.05)
+    assert controller.choose(6) == pytest.approx(1.0)  # 1.2 * (2 + 18) = 24 <= 27
+    assert controller.choose(6, beside_detector=True) == pytest.approx(0.7)  # 1.8 * (2 + 18 v) <= 27
+    assert controller.capacity(20, beside_detector=True) < controller.capacity(20)
+
+
 def test_observe_ignores_single_outlier(model):
     model.observe(1.0, 4, 100.0 * fake_ms(1.0, 4))
     assert model.correction <= 2**model.rate + 1e-9
