@@ -3,8 +3,7 @@
 The pose call is what a latency budget bounds and what the frame rate waits for; the helpers keep the
 machine busy beside it. On a small machine the helpers and the pose call compete for the same cores, so
 each helper lowers its own priority when it starts: it then takes the CPU the pose call leaves idle
-instead of slowing it (on this project's 2-core CPU the street's p95 pose time falls by a quarter and the
-video job runs faster, ``docs/benchmarks.md``).
+instead of slowing it (measured in ``docs/speed.md``).
 """
 
 from __future__ import annotations

@@ -478,9 +478,8 @@ class VideoWriter:
     by ``close()``: call it (or use ``with``) also on errors and Ctrl+C, and the frames written so far form
     a valid file; a hard kill leaves an unplayable one. ``write`` and ``close`` may be called from
     different threads. ``copy_audio_from``: a file whose first audio track is carried over, cut at the
-    video's end. ``preset``: x264's speed / size trade; ``superfast`` encodes a frame in about two thirds of
-    ``veryfast``'s time for files about 1.8 times larger, which on a small machine buys the video job more
-    frames per second than anything else the encoder could do (``docs/benchmarks.md``).
+    video's end. ``preset``: x264's speed / size trade; the default ``superfast`` gives up file size for
+    encoding time, which the video job's frame rate needs on a small machine (measured in ``docs/speed.md``).
     """
 
     def __init__(

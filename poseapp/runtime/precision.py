@@ -58,10 +58,10 @@ def bf16_weights(model: nn.Module) -> nn.Module:
     bf16 autocast (the caller's model is left as it is).
 
     Autocast casts a float32 weight to bfloat16 on every call of its layer (it caches casts only for
-    weights that require grad): a copy of every weight per forward pass, 3.5 of the 19 ms of one crop
-    through the default model on this project's CPU. Cast once here, the layers compute exactly what
-    autocast computed; everything autocast keeps in float32 (normalisations, softmax, embeddings) keeps
-    its float32 parameters."""
+    weights that require grad): a copy of every weight per forward pass, a sixth of a small batch's time on
+    a CPU (``docs/speed.md``). Cast once here, the layers compute exactly what autocast computed;
+    everything autocast keeps in float32 (normalisations, softmax, embeddings) keeps its float32
+    parameters."""
     model = copy.deepcopy(model)
     for module in model.modules():
         if isinstance(module, _AUTOCAST_WEIGHTS):

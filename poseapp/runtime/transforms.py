@@ -46,8 +46,8 @@ _LOG_FLOOR = 1e-10
 _RIDGE = 1e-6
 _NEGLIGIBLE = 1e-30
 """Map values and fit weights below this are zero for decoding. Far from the peak a softmax map and the
-blur's tails reach float32's subnormal range, where x86 arithmetic runs about 100 times slower (5 ms
-against 1 ms to decode two people); nothing this small moves the argmax or the fit."""
+blur's tails reach float32's subnormal range, where x86 arithmetic runs about 100 times slower (it made
+decoding several times slower, ``docs/speed.md``); nothing this small moves the argmax or the fit."""
 
 
 TRAIN_PADDING = 1.25
