@@ -555,7 +555,9 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     ev.add_argument("--results", help="write the COCO keypoint results json here")
     ev.add_argument(
-        "--per-joint", action="store_true", help="also PCK@0.2 and mean offset (torso lengths) per joint"
+        "--per-joint",
+        action="store_true",
+        help="also PCK@0.2 and the mean offset (torso lengths) per joint, over all predictions and over hits",
     )
     ev.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     ev.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)

@@ -203,9 +203,11 @@ def test_per_joint_errors_show_a_systematic_offset(tmp_path):
     for name, error in report.joints.items():
         assert error.pck == 1.0 and error.count == 3, name
         assert error.bias == pytest.approx((0.0, 5 / torso)), name  # every joint 5 px too low
+        assert error.hit_bias == pytest.approx(error.bias), name  # all of them hits
     assert "left_hip" in report.joint_table() and f"{5 / torso:+.3f}" in report.joint_table()
     far = evaluate(Oracle(shift=(-10, 0)), ann_file, tmp_path).joints["nose"]
     assert far.pck == 0.0 and far.bias == pytest.approx((-10 / torso, 0.0))
+    assert all(math.isnan(v) for v in far.hit_bias)  # no hit to average
 
 
 def test_eval_command_uses_the_shipped_default_model(tmp_path, capsys):
