@@ -22,7 +22,16 @@ from torch import nn
 import poseapp.engine.train as training
 from poseapp.cli import main
 from poseapp.data import PoseDataset, load_people
-from poseapp.engine.train import EpochOrder, SeededData, TrainConfig, build_model, lr_at, seed_from, train
+from poseapp.engine.train import (
+    EpochOrder,
+    SeededData,
+    TrainConfig,
+    build_model,
+    lr_at,
+    parameter_groups,
+    seed_from,
+    train,
+)
 from poseapp.models import WeightsError, create_model, load_model, save_model
 from poseapp.models.vit import resample_pos_embed
 from poseapp.skeleton import COCO17
@@ -150,6 +159,22 @@ def test_a_model_with_another_stem_is_seeded_around_the_teachers_layers(tmp_path
     teacher = load_checkpoint(str(yolo_pose_weights), device="cpu")[0].float().state_dict()
     for name, value in model.patch_embed.body.state_dict().items():
         torch.testing.assert_close(value, teacher[f"model.{name}"], msg=name)
+
+
+def test_the_released_stem_learns_at_its_own_share_of_the_rate() -> None:
+    """Every parameter in exactly one group; the stem's body, and nothing else, at ``stem_lr_scale``;
+    weight decay on matrices and kernels only."""
+    model = create_model("evitpose_t", stem="yolo", img_hw=[64, 48])
+    groups = parameter_groups(model, TrainConfig(stem_lr_scale=0.1, weight_decay=0.05))
+    grouped = [id(p) for g in groups for p in g["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in model.parameters())
+    stem = {id(p) for p in model.patch_embed.body.parameters()}
+    for group in groups:
+        members = {id(p) in stem for p in group["params"]}
+        assert members == {group["lr_scale"] == 0.1}
+        assert all((p.ndim > 1) == (group["weight_decay"] > 0) for p in group["params"])
+    patch = create_model("evitpose_t", stem="patch", img_hw=[64, 48])
+    assert {g["lr_scale"] for g in parameter_groups(patch, TrainConfig(stem_lr_scale=0.1))} == {1.0}
 
 
 def test_position_embeddings_resample_smoothly() -> None:

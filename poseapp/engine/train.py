@@ -70,6 +70,9 @@ class TrainConfig:
     warmup_steps: int = 200
     loss: str = "ce"
     freeze_stem_epochs: int = 6
+    stem_lr_scale: float = 1.0
+    """The pose-trained stem's learning rate as a share of ``lr`` once it is released (fine-tuning a
+    pretrained backbone slower than the new layers on it, as detection and pose recipes do)."""
     min_keep: float = 0.25
     """EViTPose: each step samples a keep ratio in [min_keep, 1] (1.0 a quarter of the time)."""
     quality_weight: float = 0.03
@@ -241,6 +244,23 @@ def seed_from(model: nn.Module, source: nn.Module, skip: tuple[str, ...] = ()) -
     return sorted(shared)
 
 
+def parameter_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
+    """AdamW's parameter groups: weight decay on matrices and kernels only, and the pose-trained stem's
+    body at ``cfg.stem_lr_scale`` of the learning rate (each group's ``lr_scale``); empty groups left out."""
+    stem = model.patch_embed if isinstance(getattr(model, "patch_embed", None), YoloStem) else None
+    in_stem = {id(p) for p in stem.body.parameters()} if stem is not None else set()
+    groups = []
+    for scale, from_stem in ((1.0, False), (cfg.stem_lr_scale, True)):
+        params = [p for p in model.parameters() if (id(p) in in_stem) == from_stem]
+        for decay, chosen in (
+            (cfg.weight_decay, [p for p in params if p.ndim > 1]),
+            (0.0, [p for p in params if p.ndim <= 1]),
+        ):
+            if chosen:
+                groups.append({"params": chosen, "weight_decay": decay, "lr_scale": scale})
+    return groups
+
+
 def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     """Linear warm-up, then cosine to zero."""
     if step < cfg.warmup_steps:
@@ -315,13 +335,7 @@ def train(cfg: TrainConfig) -> Path:
     steps_per_epoch = len(loader)  # the order starts at 0 here: a whole epoch
     val_set = PoseDataset(holdout, train=False, input_size=model.input_size)
 
-    params = list(model.parameters())
-    decay = [p for p in params if p.ndim > 1]
-    no_decay = [p for p in params if p.ndim <= 1]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr,
-    )
+    optimizer = torch.optim.AdamW(parameter_groups(model, cfg), lr=cfg.lr)
     # loss: the running loss of the epoch under way, saved with the rest so that its history entry is
     # the same whether or not the epoch was interrupted
     state = {"epoch": 0, "step": 0, "best": -1.0, "loss": 0.0, "history": []}
@@ -373,7 +387,7 @@ def train(cfg: TrainConfig) -> Path:
         for batch in bar:
             batch = _to(batch, device)
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(state["step"], total_steps, cfg)
+                group["lr"] = lr_at(state["step"], total_steps, cfg) * group["lr_scale"]
             knob = sample_knob(model, cfg, random.Random(_seed(cfg.seed, rank, state["step"])))
             with autocast(precision, device):
                 loss = training_loss(ddp, batch, knob, cfg, epoch)
