@@ -233,6 +233,28 @@ def cmd_eval(args: argparse.Namespace) -> None:
             print(f"wrote {path}")
 
 
+def cmd_calibrate(args: argparse.Namespace) -> None:
+    from .data import PoseDataset, load_people, split_people
+    from .engine.calibrate import calibrate_checkpoint, curve_table
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not Path(args.ann).is_file() or not Path(args.images).is_dir():
+        raise UsageError(f"--ann {args.ann} --images {args.images}: need a json and its image folder")
+    if not read_metadata(args.weights)["arch"].startswith("emgpose"):
+        raise UsageError(f"--weights {args.weights}: only EMGPose has an eta to calibrate")
+    try:
+        people = load_people(args.ann, args.images)
+        if args.last:
+            people = split_people(people, min(args.last, len(people)))[1]
+        dataset = PoseDataset(people, train=False, input_size=load_model(args.weights).input_size)
+        chosen, curve = calibrate_checkpoint(args.weights, dataset, resolve_device(args.device), args.out)
+    except (OSError, ValueError, KeyError) as exc:
+        raise UsageError(f"{args.ann}: {exc}") from exc
+    print(curve_table(curve, chosen))
+    print(f"default eta {chosen.eta:g} written to {args.out or args.weights} ({len(people)} people)")
+
+
 def cmd_label(args: argparse.Namespace) -> None:
     from .engine.label import label_images
     from .engine.teachers import YoloPoseTeacher
@@ -568,6 +590,19 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
     ev.add_argument("--threads", type=int, default=0)
     ev.set_defaults(func=cmd_eval)
+
+    ca = sub.add_parser(
+        "calibrate",
+        help="EMGPose: choose the default eta on labelled people (mean OKS within 0.005 of eta 1)",
+    )
+    ca.add_argument("--weights", required=True, help="EMGPose checkpoint")
+    ca.add_argument("--ann", required=True, help="COCO keypoint json of the people to calibrate on")
+    ca.add_argument("--images", required=True, help="the json's image folder")
+    ca.add_argument("--last", type=int, default=0, help="only the last N people (train's --holdout split)")
+    ca.add_argument("--out", help="checkpoint to write (default: --weights itself)")
+    ca.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    ca.add_argument("--threads", type=int, default=0)
+    ca.set_defaults(func=cmd_calibrate)
 
     lb = sub.add_parser("label", help="pseudo-label an image folder or a video with a teacher")
     lb.add_argument("--source", required=True, help="image folder or video file")

@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..data import Person, PoseDataset, load_people, read_bgr
-from ..geometry import iou_matrix, points_extent, xywh_to_xyxy, xyxy_to_xywh
+from ..geometry import iou_matrix, keypoint_similarity, points_extent, xywh_to_xyxy, xyxy_to_xywh
 from ..results import PosedPeople, PoseEstimator, Predictions
 from ..runtime.inference import macs_per_crop
 from ..runtime.predictor import TopDownOutput, TopDownPredictor
@@ -142,6 +142,20 @@ def _torso_offsets(pred: np.ndarray, truth: np.ndarray, visible: np.ndarray) -> 
     mask = (visible > 0) & has_torso[:, None]
     with np.errstate(divide="ignore", invalid="ignore"):
         return (pred - truth) / torso[:, None, None], mask
+
+
+def mean_oks(pred: np.ndarray, truth: np.ndarray, visible: np.ndarray, boxes_xywh: np.ndarray) -> float:
+    """Mean COCO object keypoint similarity of ``pred`` against ``truth`` (N, J, 2) over each person's
+    labelled joints (``visible`` (N, J)), the box area standing in for the segment area: the per-person
+    score whose thresholds COCO's AP averages over, so it moves where AP does and PCK@0.2 does not (a joint
+    within 0.2 torso lengths can still be imprecise). People with no labelled joint are left out."""
+    area = np.maximum(boxes_xywh[:, 2] * boxes_xywh[:, 3], 1.0)[:, None]
+    similarity = keypoint_similarity(pred, truth, area, SIGMAS[: pred.shape[1]])
+    labelled = visible > 0
+    count = labelled.sum(axis=1)
+    with np.errstate(invalid="ignore"):
+        similarity = np.where(labelled, np.nan_to_num(similarity, nan=0.0), 0.0)
+    return float((similarity.sum(axis=1)[count > 0] / count[count > 0]).mean())
 
 
 def pck(pred: np.ndarray, truth: np.ndarray, visible: np.ndarray, threshold: float = PCK_THRESHOLD) -> float:

@@ -35,13 +35,12 @@ from ..data import AugmentConfig, PoseDataset, Sample, load_people, split_people
 from ..models import EMGPose, EViTPose, WeightsError, create_model, load_model, save_model
 from ..models.stem import YoloStem
 from ..models.vit import DEFAULT_IMG_HW, resample_pos_embed
-from ..models.zoo import read_metadata
 from ..paths import default_detector
 from ..runtime.inference import keypoints_from_logits
 from ..runtime.precision import autocast, resolve_precision
 from ..runtime.transforms import TRAIN_PADDING
 from ..skeleton import SIGMAS
-from .calibrate import EtaPoint, choose_eta, eta_curve, set_default_eta
+from .calibrate import calibrate_checkpoint
 from .evaluate import pck_on_people
 from .losses import LOSSES, object_keypoint_similarity, quality_loss
 
@@ -430,25 +429,12 @@ def train(cfg: TrainConfig) -> Path:
     elif rank == 0:  # finished: an earlier stop's model is stale
         (out_dir / "stopped.safetensors").unlink(missing_ok=True)
     if rank == 0 and isinstance(model, EMGPose) and (out_dir / "best.safetensors").exists():
-        calibrate_best(out_dir / "best.safetensors", val_set, device)
+        chosen, curve = calibrate_checkpoint(out_dir / "best.safetensors", val_set, device)
+        print(
+            f"default eta {chosen.eta:g}: hold-out mean OKS {chosen.oks:.3f} (eta 1: {curve[-1].oks:.3f}), "
+            f"PCK@0.2 {chosen.pck:.3f}, fine stage for {chosen.fine_share:.0%}, {chosen.gflops:.2f} GFLOPs",
+            flush=True,
+        )
     if world > 1:
         dist.barrier()
     return out_dir / "best.safetensors"
-
-
-def calibrate_best(path: Path, val_set: PoseDataset, device: torch.device) -> EtaPoint:
-    """Store in the EMGPose checkpoint ``path`` the default eta that ``calibrate.choose_eta`` picks on
-    ``val_set``, with the whole curve in its metadata."""
-    model = load_model(path).to(device)
-    meta = read_metadata(path)
-    curve = eta_curve(model, val_set)
-    chosen = choose_eta(curve)
-    set_default_eta(model, chosen.eta)
-    info = {**meta["info"], "eta_curve": [asdict(p) for p in curve], "default_eta": asdict(chosen)}
-    save_model(model, path, **info)
-    print(
-        f"default eta {chosen.eta:g}: hold-out PCK@0.2 {chosen.pck:.3f}, fine stage for "
-        f"{chosen.fine_share:.0%}, {chosen.gflops:.2f} GFLOPs (eta 1: {curve[-1].pck:.3f})",
-        flush=True,
-    )
-    return chosen
