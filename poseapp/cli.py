@@ -145,7 +145,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         model=args.model, stem=args.stem, stem_weights=args.stem_weights, init=args.init or "",
         init_from=args.init_from or "", train=pairs, img_hw=args.input_size,
         holdout=args.holdout, out=args.out, epochs=args.epochs, batch=args.batch, lr=args.lr, loss=args.loss,
-        freeze_stem_epochs=args.freeze_stem_epochs, stem_lr_scale=args.stem_lr_scale, workers=args.workers,
+        freeze_stem_epochs=args.freeze_stem_epochs, stem_lr_scale=args.stem_lr_scale,
+        freeze_stem_bn=args.freeze_stem_bn, workers=args.workers,
         precision=args.precision,
         time_limit_minutes=args.time_limit, max_steps=args.max_steps, steps=args.steps,
         quality_from_epoch=args.quality_from_epoch, paste_prob=args.paste_prob, resume=args.resume,
@@ -528,6 +529,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--lr", type=float, default=1e-3)
     tr.add_argument("--loss", default="ce", choices=["ce", "mse"])
     tr.add_argument("--freeze-stem-epochs", type=int, default=6)
+    tr.add_argument(
+        "--freeze-stem-bn", action="store_true",
+        help="the released stem's BatchNorm keeps its statistics (its scale and shift still learn)",
+    )  # fmt: skip
     tr.add_argument(
         "--stem-lr-scale", type=float, default=1.0,
         help="the released stem's learning rate as a share of --lr (e.g. 0.1)",

@@ -87,6 +87,20 @@ def test_stem_initialised_from_yolo_equals_the_teachers_layers(yolo_pose_weights
     assert stem(x).shape == (2, 16 * 12, 64)
 
 
+def test_a_stem_released_with_its_statistics_kept_learns_but_leaves_batchnorm_alone() -> None:
+    stem = YoloStem(16)
+    stem.freeze_body(False, keep_statistics=True)
+    stem.train()
+    before = {k: v.clone() for k, v in stem.body.state_dict().items() if "running" in k}
+    stem(torch.rand(2, 3, 64, 48) * 5).sum().backward()
+    assert all(p.grad is not None for p in stem.body.parameters())
+    assert all(torch.equal(v, stem.body.state_dict()[k]) for k, v in before.items())
+    stem.freeze_body(False)
+    stem.train()
+    stem(torch.rand(2, 3, 64, 48) * 5)
+    assert not all(torch.equal(v, stem.body.state_dict()[k]) for k, v in before.items())
+
+
 @pytest.mark.parametrize("hw", [(256, 192), (192, 144)])
 def test_neck_stem_gives_the_teachers_stride16_neck_output(yolo_pose_weights, hw) -> None:
     """``yolo_neck`` equals layer 19 of yolo11n-pose run by Ultralytics itself (its skip connections

@@ -69,6 +69,8 @@ class TrainConfig:
     warmup_steps: int = 200
     loss: str = "ce"
     freeze_stem_epochs: int = 6
+    freeze_stem_bn: bool = False
+    """Keep the released stem's BatchNorm statistics (``YoloStem.freeze_body(keep_statistics=True)``)."""
     stem_lr_scale: float = 1.0
     """The pose-trained stem's learning rate as a share of ``lr`` once it is released (fine-tuning a
     pretrained backbone slower than the new layers on it, as detection and pose recipes do)."""
@@ -374,7 +376,7 @@ def train(cfg: TrainConfig) -> Path:
         done = max(0, state["step"] - epoch * steps_per_epoch)  # steps of this epoch trained before a resume
         order.set_epoch(epoch, start=done * cfg.batch)
         if stem is not None:
-            stem.freeze_body(epoch < cfg.freeze_stem_epochs)
+            stem.freeze_body(epoch < cfg.freeze_stem_epochs, keep_statistics=cfg.freeze_stem_bn)
         trainable = [p.requires_grad for p in model.parameters()]
         if world > 1 and trainable != wrapped_for:
             ddp, wrapped_for = _data_parallel(model), trainable

@@ -56,6 +56,8 @@ class YoloStem(nn.Module):
         if kind not in STEM_LAYERS:
             raise ValueError(f"unknown stem {kind!r}; known: {', '.join(STEM_LAYERS)}")
         self.kind = kind
+        self.keep_statistics = False
+        """BatchNorm in eval mode even while training (``freeze_body``)."""
         self.body = yolo_stem_body(STEM_LAYERS[kind])
         self.proj = nn.Conv2d(YOLO_CHANNELS, dim, kernel_size=1)
 
@@ -103,11 +105,14 @@ class YoloStem(nn.Module):
         }
         self.body.load_state_dict(state)
 
-    def freeze_body(self, frozen: bool = True) -> None:
-        """Freeze (or release) the pose-trained layers; frozen BatchNorm keeps its running statistics."""
+    def freeze_body(self, frozen: bool = True, keep_statistics: bool = False) -> None:
+        """Freeze (or release) the pose-trained layers; frozen BatchNorm keeps its running statistics, and so
+        does a released one with ``keep_statistics`` (its scale and shift still learn: "frozen BN", as
+        detection backbones are fine-tuned when batches are small or unlike the inputs at inference)."""
         for p in self.body.parameters():
             p.requires_grad_(not frozen)
-        self.body.train(not frozen and self.training)
+        self.keep_statistics = frozen or keep_statistics
+        self.body.train(not self.keep_statistics and self.training)
 
     def fuse(self) -> None:
         """Fold every BatchNorm into its convolution (inference only: the state dict changes shape)."""
@@ -122,8 +127,8 @@ class YoloStem(nn.Module):
 
     def train(self, mode: bool = True) -> YoloStem:
         super().train(mode)
-        if not next(self.body.parameters()).requires_grad:
-            self.body.eval()
+        if self.keep_statistics or not next(self.body.parameters()).requires_grad:
+            self.body.eval()  # its only train-mode behaviour is BatchNorm's
         return self
 
 
