@@ -529,14 +529,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--lr", type=float, default=1e-3)
     tr.add_argument("--loss", default="ce", choices=["ce", "mse"])
     tr.add_argument("--freeze-stem-epochs", type=int, default=6)
-    tr.add_argument(
-        "--freeze-stem-bn", action="store_true",
-        help="the released stem's BatchNorm keeps its statistics (its scale and shift still learn)",
-    )  # fmt: skip
-    tr.add_argument(
-        "--stem-lr-scale", type=float, default=1.0,
-        help="the released stem's learning rate as a share of --lr (e.g. 0.1)",
-    )  # fmt: skip
+    tr.add_argument("--freeze-stem-bn", action="store_true", help="a released stem keeps its BN statistics")
+    tr.add_argument("--stem-lr-scale", type=float, default=1.0, help="a released stem's share of --lr")
     tr.add_argument(
         "--quality-from-epoch", type=int, default=2,
         help="EMGPose: the epoch (from 0) at which its quality loss (weight 0.03) starts",
