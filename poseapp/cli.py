@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from .data import AugmentConfig
 from .models import MODEL_NAMES, OnnxPoseModel, WeightsError, create_model, load_model, prepare_for_inference
 from .models.stem import STEM_LAYERS
 from .models.vit import DEFAULT_IMG_HW
@@ -126,6 +127,9 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise UsageError("--steps and --max-steps count optimiser steps: 0 or more")
     if not 0.0 <= args.paste_prob <= 1.0:
         raise UsageError(f"--paste-prob must be in [0, 1], got {args.paste_prob}")
+    low, high = args.scale_range
+    if not 0.0 < low <= high:
+        raise UsageError(f"--scale-range needs 0 < LOW <= HIGH, got {low} {high}")
     if args.init and args.init_from:
         raise UsageError("give --init (same model) or --init-from (another model), not both")
     if args.init and args.input_size != DEFAULT_IMG_HW:
@@ -150,6 +154,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         precision=args.precision,
         time_limit_minutes=args.time_limit, max_steps=args.max_steps, steps=args.steps,
         quality_from_epoch=args.quality_from_epoch, paste_prob=args.paste_prob, resume=args.resume,
+        scale_range=(low, high),
         joint_tokens=not args.no_joint_tokens,
     )  # fmt: skip
     try:
@@ -538,6 +543,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument(
         "--paste-prob", type=float, default=0.0,
         help="probability of pasting another training person over a crop as a distractor (default 0)",
+    )  # fmt: skip
+    tr.add_argument(
+        "--scale-range", type=float, nargs=2, metavar=("LOW", "HIGH"), default=AugmentConfig.scale_range,
+        help="training window size as a multiple of the box padded by 1.25 (default 0.75 1.25; inference "
+        "crops the box itself, 0.8)",
     )  # fmt: skip
     tr.add_argument(
         "--no-joint-tokens", action="store_true",

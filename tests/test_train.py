@@ -21,7 +21,7 @@ from torch import nn
 
 import poseapp.engine.train as training
 from poseapp.cli import main
-from poseapp.data import PoseDataset, load_people
+from poseapp.data import AugmentConfig, PoseDataset, load_people
 from poseapp.engine.train import (
     EpochOrder,
     SeededData,
@@ -369,3 +369,15 @@ def ddp_process(folder: str, ann: str, images: str, stem_weights: str) -> None:
 
 if __name__ == "__main__":
     ddp_process(*sys.argv[1:])
+
+
+def test_a_training_window_of_0_8_is_the_inference_crop_and_bad_ranges_are_refused(tmp_path, capsys) -> None:
+    ann, images = write_dataset(tmp_path)
+    still = AugmentConfig(scale_range=(0.8, 0.8), rotation_prob=0.0, flip_prob=0.0, half_body_prob=0.0,
+                          truncate_prob=0.0, aspect_jitter=1.0)  # fmt: skip
+    people = load_people(ann, images)
+    trained = PoseDataset(people, train=True, augment=still)[0]
+    inferred = PoseDataset(people, train=False)[0]
+    assert torch.allclose(trained.joints, inferred.joints, atol=1e-4)
+    assert main(["train", "--train", ann, images, "--scale-range", "1.2", "0.8", "--stem", "patch"]) != 0
+    assert "--scale-range" in capsys.readouterr().err

@@ -82,6 +82,10 @@ class TrainConfig:
     """UniTransPose: False builds the local-only ablation (no joint-token path)."""
     paste_prob: float = 0.0
     """Probability that a training crop gets another person pasted over it (``AugmentConfig.paste_prob``)."""
+    scale_range: tuple[float, float] = AugmentConfig.scale_range
+    """The training window's size as a multiple of the padded box (``AugmentConfig.scale_range``). Its
+    middle sets how large people appear in training crops against the box-sized crops of inference (the
+    train-test size discrepancy of Touvron et al., "Fixing the train-test resolution discrepancy", 2019)."""
     workers: int = 1
     precision: str = "auto"
     """``auto``: bf16 autocast where the device has native bf16 (CUDA, AVX512-BF16/AMX CPUs), else fp32."""
@@ -317,7 +321,7 @@ def train(cfg: TrainConfig) -> Path:
     model = build_model(cfg).to(device)
     first, *rest = cfg.train
     people, holdout = split_people(load_people(*first), cfg.holdout)
-    augment = AugmentConfig(paste_prob=cfg.paste_prob)
+    augment = AugmentConfig(paste_prob=cfg.paste_prob, scale_range=tuple(cfg.scale_range))
     train_sets = [
         PoseDataset(group, train=True, augment=augment, input_size=model.input_size)
         for group in [people] + [load_people(*pair) for pair in rest]
