@@ -164,10 +164,18 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"best checkpoint: {best}")
 
 
-def teacher_from_args(name: str, path: str | None, device: str, threads: int = 0):
+EVAL_BOX_CONF = 0.01
+"""``eval --boxes detect``'s lowest box score, the same for every estimator. COCO's AP ranks people by score,
+so low-scored extra people cost little and missed ones cost recall (Ultralytics' own ``val`` keeps boxes
+from 0.001)."""
+
+
+def teacher_from_args(
+    name: str, path: str | None, device: str, threads: int = 0, detect_conf: float | None = None
+):
     """A teacher by name (``movenet``, ``yolo``, or ``fused``: both, as the corpus labels), from ``path`` or
     its default file (``fused``: the defaults); ``threads``: MoveNet's onnxruntime threads (0: its default,
-    all cores)."""
+    all cores); ``detect_conf``: yolo11n-pose's lowest box score when it finds people itself."""
     from .engine.label import FusedTeachers
     from .engine.teachers import DEFAULT_MOVENET, DEFAULT_YOLO_POSE, MoveNetTeacher, YoloPoseTeacher
 
@@ -175,12 +183,13 @@ def teacher_from_args(name: str, path: str | None, device: str, threads: int = 0
         if path:
             raise UsageError("--teacher fused uses both teachers' default files; --teacher-path is for one")
         return FusedTeachers(
-            teacher_from_args("yolo", None, device), teacher_from_args("movenet", None, device)
+            teacher_from_args("yolo", None, device, detect_conf=detect_conf),
+            teacher_from_args("movenet", None, device),
         )
     try:
         if name == "movenet":
             return MoveNetTeacher(path or DEFAULT_MOVENET, threads=threads)
-        return YoloPoseTeacher(path or DEFAULT_YOLO_POSE, device=device)
+        return YoloPoseTeacher(path or DEFAULT_YOLO_POSE, device=device, detect_conf=detect_conf)
     except (FileNotFoundError, ValueError) as exc:
         raise UsageError(str(exc)) from exc
 
@@ -201,9 +210,11 @@ def cmd_eval(args: argparse.Namespace) -> None:
         raise UsageError("give --weights CHECKPOINT or --teacher movenet|yolo|fused, not both")
     if args.flip and args.teacher:
         raise UsageError("--flip is for PoseApp models, not teachers")
+    if not 0.0 <= args.box_conf < 1.0:
+        raise UsageError(f"--box-conf is a box score in [0, 1), got {args.box_conf}")
     device = resolve_device(args.device)
     if args.teacher:
-        estimator = teacher_from_args(args.teacher, args.teacher_path, device)
+        estimator = teacher_from_args(args.teacher, args.teacher_path, device, detect_conf=args.box_conf)
         name, knobs, precision = estimator.name, [None], "fp32"
     else:
         estimator = prepare_for_inference(load_model(args.weights or DEFAULT_WEIGHTS))
@@ -214,7 +225,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
     detector = None
     if args.boxes == "detect" and (args.detector or not hasattr(estimator, "detect_people")):
         try:
-            detector = PersonDetector(args.detector or DEFAULT_DETECTOR, device=device, precision=precision)
+            detector = PersonDetector(
+                args.detector or DEFAULT_DETECTOR, device=device, conf=args.box_conf, precision=precision
+            )
         except (FileNotFoundError, ValueError) as exc:
             raise UsageError(str(exc)) from exc
     for knob in knobs:
@@ -585,6 +598,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--detector", help="--boxes detect: person detector (default yolo11n-pose; --teacher yolo: its own)"
     )
+    ev.add_argument(
+        "--box-conf", type=float, default=EVAL_BOX_CONF,
+        help="--boxes detect: the lowest box score kept, by the detector and by a teacher that finds people "
+        f"itself alike (default {EVAL_BOX_CONF}: AP rewards recall; the video job shows people from 0.25)",
+    )  # fmt: skip
     ev.add_argument(
         "--flip", action="store_true",
         help="flip test: average each crop's heatmaps with its mirror image's (twice the GFLOPs)",

@@ -222,3 +222,7 @@ def test_eval_command_uses_the_shipped_default_model(tmp_path, capsys):
     assert "not both" in capsys.readouterr().err
     assert main(["eval", "--ann", str(ann_file), "--images", str(tmp_path), "--teacher", "yolo", "--flip"])
     assert "not teachers" in capsys.readouterr().err
+    assert main(
+        ["eval", "--ann", str(ann_file), "--images", str(tmp_path), "--boxes", "detect", "--box-conf", "1"]
+    )
+    assert "--box-conf" in capsys.readouterr().err

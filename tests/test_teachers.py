@@ -66,6 +66,17 @@ def test_yolo_end_to_end_and_top_down_agree(yolo, frame60, largest_box):
     assert confident.sum() >= 8 and np.median(error) < 0.05 * largest_box[3]
 
 
+def test_yolo_detect_conf_sets_the_lowest_box_score_of_its_own_detection_only(
+    yolo, yolo_pose_weights, frame60, largest_box
+):
+    best = yolo.detect_people(frame60).box_scores.max()
+    strict = YoloPoseTeacher(yolo_pose_weights, detect_conf=min(best + 0.01, 0.99))
+    assert len(strict.detect_people(frame60).boxes) == 0
+    np.testing.assert_allclose(
+        strict.predict(frame60, largest_box[None]).xy, yolo.predict(frame60, largest_box[None]).xy
+    )
+
+
 def test_movenet_finds_the_person_in_its_box(frame60, largest_box):
     if not DEFAULT_MOVENET.is_file():
         pytest.skip(f"{DEFAULT_MOVENET} missing")

@@ -92,7 +92,10 @@ class YoloPoseTeacher:
         device: str = "cpu",
         conf: float = 0.1,
         imgsz: int = 640,
+        detect_conf: float | None = None,
     ) -> None:
+        """``conf``: the lowest box score inside a top-down crop; ``detect_conf``: the lowest box score of
+        ``detect_people`` on a whole image (default ``conf``)."""
         self.path = _require(weights)
         from ultralytics import YOLO  # imported on use: loading Ultralytics takes seconds
 
@@ -100,14 +103,14 @@ class YoloPoseTeacher:
         if self.model.task != "pose":
             raise ValueError(f"{self.path} is a '{self.model.task}' model, not a pose model")
         self.device, self.conf, self.imgsz = device, conf, imgsz
+        self.detect_conf = conf if detect_conf is None else detect_conf
 
     def _run(
-        self, image_bgr: np.ndarray, imgsz: int
+        self, image_bgr: np.ndarray, imgsz: int, conf: float
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Boxes xyxy (N, 4), box scores (N,), COCO-17 keypoints (N, 17, 2) and scores (N, 17), best first."""
-        result = self.model.predict(
-            image_bgr, imgsz=imgsz, conf=self.conf, device=self.device, verbose=False
-        )[0]
+        """Boxes xyxy (N, 4), box scores (N,) of at least ``conf``, COCO-17 keypoints (N, 17, 2) and scores
+        (N, 17), best first."""
+        result = self.model.predict(image_bgr, imgsz=imgsz, conf=conf, device=self.device, verbose=False)[0]
         boxes = result.boxes.xyxy.cpu().numpy().astype(np.float64)
         box_scores = result.boxes.conf.cpu().numpy().astype(np.float64)
         keypoints = result.keypoints
@@ -119,7 +122,7 @@ class YoloPoseTeacher:
         return boxes[order], box_scores[order], xy[order], scores[order].astype(np.float64)
 
     def detect_people(self, image_bgr: np.ndarray) -> PosedPeople:
-        boxes, box_scores, xy, scores = self._run(image_bgr, self.imgsz)
+        boxes, box_scores, xy, scores = self._run(image_bgr, self.imgsz, self.detect_conf)
         return PosedPeople(boxes, box_scores, coco17_to_unified(xy, scores))
 
     def predict(
@@ -129,7 +132,7 @@ class YoloPoseTeacher:
         for i, box in enumerate(boxes_xywh):
             matrix = square_crop_matrix(box, self.crop_size)
             found_boxes, _, found_xy, found_scores = self._run(
-                crop_image(image_bgr, matrix, (self.crop_size, self.crop_size)), self.crop_size
+                crop_image(image_bgr, matrix, (self.crop_size, self.crop_size)), self.crop_size, self.conf
             )
             corners = transform_points(xywh_to_xyxy(box).reshape(2, 2), matrix)
             iou = iou_matrix(corners.reshape(1, 4), found_boxes)[0]
