@@ -14,7 +14,7 @@ from .data import AugmentConfig
 from .models import MODEL_NAMES, OnnxPoseModel, WeightsError, create_model, load_model, prepare_for_inference
 from .models.stem import STEM_LAYERS
 from .models.vit import DEFAULT_IMG_HW
-from .models.zoo import read_metadata
+from .models.zoo import read_metadata, save_model
 from .paths import default_detector
 from .runtime.build import UsageError, check_knob, overlays_from_args, pipeline_from_args, resolve_device
 from .runtime.precision import PRECISIONS, model_precision
@@ -272,6 +272,18 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
         raise UsageError(f"{args.ann}: {exc}") from exc
     print(curve_table(curve, chosen))
     print(f"default eta {chosen.eta:g} written to {args.out or args.weights} ({len(people)} people)")
+
+
+def cmd_soup(args: argparse.Namespace) -> None:
+    from .engine.soup import average_checkpoints
+
+    try:
+        model = average_checkpoints(args.weights)
+    except ValueError as exc:  # WeightsError included
+        raise UsageError(str(exc)) from exc
+    save_model(model, args.out, soup=[str(path) for path in args.weights],
+               ingredients=[read_metadata(path)["info"] for path in args.weights])  # fmt: skip
+    print(f"wrote {args.out}: the mean of {len(args.weights)} {model.arch} checkpoints")
 
 
 def cmd_label(args: argparse.Namespace) -> None:
@@ -630,6 +642,13 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     ca.add_argument("--threads", type=int, default=0)
     ca.set_defaults(func=cmd_calibrate)
+
+    so = sub.add_parser(
+        "soup", help="average the weights of checkpoints of one model, e.g. runs continued from one"
+    )
+    so.add_argument("weights", nargs="+", help="two or more checkpoints of the same model and configuration")
+    so.add_argument("--out", required=True, help="checkpoint to write")
+    so.set_defaults(func=cmd_soup)
 
     lb = sub.add_parser("label", help="pseudo-label an image folder or a video with a teacher")
     lb.add_argument("--source", required=True, help="image folder or video file")

@@ -1,0 +1,46 @@
+"""A uniform model soup: the mean of the weights of several checkpoints of one model.
+
+Wortsman et al., "Model soups: averaging weights of multiple fine-tuned models improves accuracy without
+increasing inference time" (ICML 2022): models fine-tuned from one common checkpoint lie in one basin of the
+loss, and the mean of their weights is typically at least as accurate as the best of them, at the cost of one
+model at inference. PoseApp's runs that continue the shipped default (``train --init``) are such a family.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..models import load_model
+
+
+def average_checkpoints(paths: Sequence[str | Path]) -> nn.Module:
+    """The model whose floating-point tensors (weights and BatchNorm statistics) are the mean of those in
+    ``paths``; integer tensors (BatchNorm's step counters) are the first checkpoint's.
+
+    ValueError unless there are at least two checkpoints, all of the same model with the same configuration
+    (``WeightsError``, a ValueError, for a file that is not a checkpoint).
+    """
+    if len(paths) < 2:
+        raise ValueError("a soup needs at least two checkpoints")
+    models = [load_model(path) for path in paths]
+    first = models[0]
+    for path, model in zip(paths[1:], models[1:], strict=True):
+        if model.arch != first.arch or model.config != first.config:
+            raise ValueError(
+                f"{path} holds {model.arch} {model.config}, not {first.arch} {first.config} like {paths[0]}"
+            )
+    states = [model.state_dict() for model in models]
+    mean = {
+        name: (
+            torch.stack([state[name] for state in states]).mean(dim=0)
+            if tensor.is_floating_point()
+            else tensor
+        )
+        for name, tensor in states[0].items()
+    }
+    first.load_state_dict(mean)
+    return first
