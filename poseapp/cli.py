@@ -130,6 +130,12 @@ def cmd_train(args: argparse.Namespace) -> None:
     low, high = args.scale_range
     if not 0.0 < low <= high:
         raise UsageError(f"--scale-range needs 0 < LOW <= HIGH, got {low} {high}")
+    if not 0.0 <= args.ema < 1.0:
+        raise UsageError(f"--ema is a decay in [0, 1) (0: off), got {args.ema}")
+    if not 0.0 < args.distill_share <= 1.0:
+        raise UsageError(f"--distill-share must be in (0, 1], got {args.distill_share}")
+    if args.distill and not Path(args.distill).is_file():
+        raise UsageError(f"--distill: no checkpoint {args.distill}")
     if args.init and args.init_from:
         raise UsageError("give --init (same model) or --init-from (another model), not both")
     if args.init and args.input_size != DEFAULT_IMG_HW:
@@ -154,7 +160,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         precision=args.precision,
         time_limit_minutes=args.time_limit, max_steps=args.max_steps, steps=args.steps,
         quality_from_epoch=args.quality_from_epoch, paste_prob=args.paste_prob, resume=args.resume,
-        scale_range=(low, high),
+        scale_range=(low, high), distill=args.distill or "", distill_share=args.distill_share, ema=args.ema,
         joint_tokens=not args.no_joint_tokens,
     )  # fmt: skip
     try:
@@ -573,6 +579,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--scale-range", type=float, nargs=2, metavar=("LOW", "HIGH"), default=AugmentConfig.scale_range,
         help="training window size as a multiple of the box padded by 1.25 (default 0.75 1.25; inference "
         "crops the box itself, 0.8)",
+    )  # fmt: skip
+    tr.add_argument(
+        "--distill", metavar="CHECKPOINT",
+        help="a PoseApp checkpoint of the same crop size whose flip-test heatmaps soften the targets",
+    )  # fmt: skip
+    tr.add_argument(
+        "--distill-share", type=float, default=0.5,
+        help="--distill: the teacher's share of each joint's target, the label the rest (default 0.5)",
+    )  # fmt: skip
+    tr.add_argument(
+        "--ema", type=float, default=0.0, metavar="DECAY",
+        help="validate and save a moving average of the weights with this decay per step (e.g. 0.999)",
     )  # fmt: skip
     tr.add_argument(
         "--no-joint-tokens", action="store_true",

@@ -22,6 +22,7 @@ from torch import nn
 import poseapp.engine.train as training
 from poseapp.cli import main
 from poseapp.data import AugmentConfig, PoseDataset, load_people
+from poseapp.engine.distill import HeatmapTeacher, mix_targets
 from poseapp.engine.train import (
     EpochOrder,
     SeededData,
@@ -224,20 +225,27 @@ def without_wall_clock(history: list[dict]) -> list[dict]:
     return [{k: v for k, v in entry.items() if k != "minutes"} for entry in history]
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_a_stopped_and_resumed_run_equals_one_never_stopped(tmp_path, workers: int) -> None:
+@pytest.mark.parametrize("workers, distilled", [(0, False), (2, False), (0, True)])
+def test_a_stopped_and_resumed_run_equals_one_never_stopped(tmp_path, workers: int, distilled: bool) -> None:
     data = write_dataset(tmp_path)
-    train(tiny_config(data, tmp_path / "whole", workers=workers))
+    extra = {}
+    if distilled:  # a teacher's soft targets and a moving average of the weights, saved and resumed too
+        save_model(create_model("evitpose_t", img_hw=[64, 48]), tmp_path / "teacher.safetensors")
+        extra = {"distill": str(tmp_path / "teacher.safetensors"), "ema": 0.9}
+    train(tiny_config(data, tmp_path / "whole", workers=workers, **extra))
     for stop in (1, 3):  # in the middle of each epoch
-        train(tiny_config(data, tmp_path / "parts", workers=workers, max_steps=stop, resume=stop > 1))
+        parts = tiny_config(data, tmp_path / "parts", workers=workers, max_steps=stop, resume=stop > 1)
+        train(replace(parts, **extra))
         assert torch.load(tmp_path / "parts" / "last.pt", weights_only=True)["state"]["step"] == stop
-    train(tiny_config(data, tmp_path / "parts", workers=workers, resume=True))
+    train(tiny_config(data, tmp_path / "parts", workers=workers, resume=True, **extra))
 
     whole, parts = (torch.load(tmp_path / run / "last.pt", weights_only=True) for run in ("whole", "parts"))
     assert parts["state"]["step"] == whole["state"]["step"] == 4
-    assert whole["model"].keys() == parts["model"].keys()
-    for name, value in whole["model"].items():
-        assert torch.equal(parts["model"][name], value), name
+    assert whole.keys() == parts.keys() and ("ema" in whole) == distilled
+    for key in ("model", "ema") if distilled else ("model",):
+        assert whole[key].keys() == parts[key].keys()
+        for name, value in whole[key].items():
+            assert torch.equal(parts[key][name], value), name
     assert len(whole["state"]["history"]) == 2
     assert without_wall_clock(parts["state"]["history"]) == without_wall_clock(whole["state"]["history"])
 
@@ -381,3 +389,40 @@ def test_a_training_window_of_0_8_is_the_inference_crop_and_bad_ranges_are_refus
     assert torch.allclose(trained.joints, inferred.joints, atol=1e-4)
     assert main(["train", "--train", ann, images, "--scale-range", "1.2", "0.8", "--stem", "patch"]) != 0
     assert "--scale-range" in capsys.readouterr().err
+
+
+def test_with_ema_the_moving_average_is_validated_and_saved(tmp_path) -> None:
+    data = write_dataset(tmp_path)
+    best = train(tiny_config(data, tmp_path / "run", ema=0.5))
+    saved = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    average = {k.removeprefix("module."): v for k, v in saved["ema"].items() if k != "n_averaged"}
+    shipped = load_model(best).state_dict()
+    name = "blocks.0.attn.qkv.weight"
+    assert torch.allclose(shipped[name], average[name].half().float())
+    assert not torch.allclose(average[name], saved["model"][name])  # an average, not the last weights
+    # four steps at decay 0.5 after a copy of the first: w1/8 + w2/8 + w3/4 + w4/2 of the trained weights
+    assert saved["ema"]["n_averaged"].item() == 4
+
+
+def test_distillation_mixes_the_teachers_flip_test_into_the_label() -> None:
+    target = torch.zeros(1, 2, 4, 3)
+    target[0, 0, 1, 1], target[0, 0, 1, 2] = 2.0, 2.0  # joint 0's label, not normalised; joint 1 has none
+    logits = torch.randn(1, 2, 4, 3)
+    soft = torch.softmax(logits.flatten(2), dim=-1).view_as(logits)
+    assert torch.allclose(mix_targets(target, logits, 1.0), soft)
+    mixed = mix_targets(target, logits, 0.25)
+    assert torch.allclose(mixed.flatten(2).sum(-1), torch.tensor([[1.0, 0.25]]))  # unlabelled: the teacher's
+    assert torch.allclose(mixed[0, 0], 0.25 * soft[0, 0] + 0.75 * target[0, 0] / 4)
+
+
+def test_a_teacher_of_another_crop_size_is_refused(tmp_path, capsys) -> None:
+    ann, images = write_dataset(tmp_path)
+    teacher = tmp_path / "teacher.safetensors"
+    save_model(create_model("evitpose_t", img_hw=[64, 48]), teacher)
+    with pytest.raises(WeightsError, match="64x48 crops, the student 128x96"):
+        HeatmapTeacher(teacher, (96, 128), torch.device("cpu"))
+    argv = ["train", "--stem", "patch", "--train", ann, images, "--holdout", "2", "--out", str(tmp_path)]
+    assert main([*argv, "--distill", str(teacher)]) == 2
+    assert "64x48 crops" in capsys.readouterr().err
+    assert main([*argv, "--ema", "1.0"]) == 2
+    assert "--ema" in capsys.readouterr().err

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler, Sampler
 from tqdm import tqdm
 
@@ -41,6 +42,7 @@ from ..runtime.precision import autocast, resolve_precision
 from ..runtime.transforms import TRAIN_PADDING
 from ..skeleton import SIGMAS
 from .calibrate import calibrate_checkpoint
+from .distill import HeatmapTeacher
 from .evaluate import pck_on_people
 from .losses import LOSSES, object_keypoint_similarity, quality_loss
 
@@ -97,6 +99,14 @@ class TrainConfig:
     steps: int = 0
     """Train this many optimiser steps instead of ``epochs`` whole epochs: the schedule anneals over them
     and the run ends with a validation after the last (a short run of a given length; 0 = whole epochs)."""
+    distill: str = ""
+    """A frozen PoseApp checkpoint with the student's crop size whose flip-test heatmaps soften the
+    targets (``engine.distill``); empty: the labels alone."""
+    distill_share: float = 0.5
+    """The teacher's share of each joint's target distribution, the label's Gaussian the rest."""
+    ema: float = 0.0
+    """Decay of an exponential moving average of the weights, updated after every step, which is then what
+    is validated and saved (Polyak and Juditsky 1992; as timm's ``ModelEmaV2``); 0: the weights as trained."""
     seed: int = 0
     resume: bool = False
     """Continue the run in ``out`` from its ``last.pt``; without it an existing ``last.pt`` is refused."""
@@ -282,12 +292,22 @@ def sample_knob(model: nn.Module, cfg: TrainConfig, rng: random.Random) -> float
     return None
 
 
-def training_loss(model: nn.Module, batch, knob: float | None, cfg: TrainConfig, epoch: int) -> torch.Tensor:
+def training_loss(
+    model: nn.Module,
+    batch,
+    knob: float | None,
+    cfg: TrainConfig,
+    epoch: int,
+    teacher: HeatmapTeacher | None = None,
+) -> torch.Tensor:
+    target = batch.target
+    if teacher is not None:
+        target = teacher.soft_targets(batch.image, target, cfg.distill_share)
     out = model(batch.image, knob)
     loss_fn = LOSSES[cfg.loss]
-    loss = loss_fn(out.heatmaps, batch.target, batch.weight)
+    loss = loss_fn(out.heatmaps, target, batch.weight)
     if out.coarse_heatmaps is not None:
-        loss = loss + loss_fn(out.coarse_heatmaps, batch.target, batch.weight)
+        loss = loss + loss_fn(out.coarse_heatmaps, target, batch.weight)
         if epoch >= cfg.quality_from_epoch:
             with torch.no_grad():
                 coarse_xy, _ = keypoints_from_logits(out.coarse_heatmaps)
@@ -341,6 +361,12 @@ def train(cfg: TrainConfig) -> Path:
     val_set = PoseDataset(holdout, train=False, input_size=model.input_size)
 
     optimizer = torch.optim.AdamW(parameter_groups(model, cfg), lr=cfg.lr)
+    teacher = HeatmapTeacher(cfg.distill, model.input_size, device) if cfg.distill else None
+    # the weights' moving average, BatchNorm statistics included; what is validated and saved when on
+    ema = None
+    if cfg.ema:
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
+    kept = ema.module if ema is not None else model
     # loss: the running loss of the epoch under way, saved with the rest so that its history entry is
     # the same whether or not the epoch was interrupted
     state = {"epoch": 0, "step": 0, "best": -1.0, "loss": 0.0, "history": []}
@@ -348,6 +374,10 @@ def train(cfg: TrainConfig) -> Path:
         saved = torch.load(last, map_location="cpu", weights_only=True)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
+        if ema is not None:
+            if "ema" not in saved:
+                raise ResumeError(f"{last} was trained without --ema, so it cannot be continued with one")
+            ema.load_state_dict(saved["ema"])
         state.update(saved["state"])
         if rank == 0:
             print(f"resumed from {last} at epoch {state['epoch']} step {state['step']}", flush=True)
@@ -365,6 +395,8 @@ def train(cfg: TrainConfig) -> Path:
     def save_state() -> None:
         if rank == 0:
             blob = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state}
+            if ema is not None:
+                blob["ema"] = ema.state_dict()
             torch.save(blob, out_dir / "last.tmp")
             os.replace(out_dir / "last.tmp", last)
 
@@ -395,11 +427,13 @@ def train(cfg: TrainConfig) -> Path:
                 group["lr"] = lr_at(state["step"], total_steps, cfg) * group["lr_scale"]
             knob = sample_knob(model, cfg, random.Random(_seed(cfg.seed, rank, state["step"])))
             with autocast(precision, device):
-                loss = training_loss(ddp, batch, knob, cfg, epoch)
+                loss = training_loss(ddp, batch, knob, cfg, epoch, teacher)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
+            if ema is not None:
+                ema.update_parameters(model)
             state["step"] += 1
             state["loss"] = 0.98 * state["loss"] + 0.02 * loss.item() if state["loss"] else loss.item()
             bar.set_postfix(loss=f"{state['loss']:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
@@ -411,9 +445,9 @@ def train(cfg: TrainConfig) -> Path:
         if state["step"] >= total_steps or state["step"] == (epoch + 1) * steps_per_epoch:
             state["epoch"] += 1
             if rank == 0:
-                model.eval()
-                knob = model.knob.high if isinstance(model, EMGPose) else model.knob.default
-                score = pck_on_people(model, val_set, knob=knob, device=device)
+                kept.eval()
+                knob = kept.knob.high if isinstance(kept, EMGPose) else kept.knob.default
+                score = pck_on_people(kept, val_set, knob=knob, device=device)
                 entry = {
                     "epoch": state["epoch"],
                     "step": state["step"],
@@ -426,12 +460,12 @@ def train(cfg: TrainConfig) -> Path:
                 print(json.dumps(entry), flush=True)
                 if score > state["best"]:
                     state["best"] = score
-                    save_model(model, out_dir / "best.safetensors", config=asdict(cfg), **entry)
+                    save_model(kept, out_dir / "best.safetensors", config=asdict(cfg), **entry)
             state["loss"] = 0.0
         save_state()
         saved_at = time.monotonic()
     if rank == 0 and not finished():  # stopped by the clock or --max-steps: keep what it learned
-        save_model(model, out_dir / "stopped.safetensors", config=asdict(cfg), step=state["step"])
+        save_model(kept, out_dir / "stopped.safetensors", config=asdict(cfg), step=state["step"])
     elif rank == 0:  # finished: an earlier stop's model is stale
         (out_dir / "stopped.safetensors").unlink(missing_ok=True)
     if rank == 0 and isinstance(model, EMGPose) and (out_dir / "best.safetensors").exists():
