@@ -18,8 +18,10 @@ from poseapp.engine.corpus import (
     export_corpus,
     label_corpus,
     parse_source,
+    read_sources,
     roboflow_group,
     scan_sources,
+    write_sources,
 )
 from poseapp.engine.label import fuse_teachers
 from poseapp.geometry import transform_points
@@ -269,9 +271,24 @@ def test_corpus_scans_labels_resumes_and_exports(tmp_path):
     assert len((out / "people.jsonl").read_text().splitlines()) == 5
 
 
+def test_a_yolo_source_takes_the_person_classes_it_names(tmp_path):
+    _yolo_source(tmp_path / "photos")  # its people are class 0; give the third photo classes 2 and 5
+    labels = tmp_path / "photos" / "train" / "labels"
+    (labels / "b_jpg.rf.1.txt").write_text("2 0.5 0.5 0.3 0.8\n5 0.3 0.5 0.2 0.6\n")
+    source = parse_source(f"players=yolo[2,5]:{tmp_path / 'photos'}@someone/players @ abc")
+    assert source.kind == "yolo" and source.classes == (2, 5)
+    _, found, _ = scan_sources([source], tmp_path / "corpus", min_height=48)
+    assert found == {"players": 2}  # only the third photo has people of those classes
+    write_sources(tmp_path / "corpus", [source])
+    assert read_sources(tmp_path / "corpus") == [source]
+    assert parse_source(f"p=yolo:{tmp_path / 'photos'}").classes == (0,)
+
+
 @pytest.mark.parametrize(
-    "text", ["noequals", "x=yolo", "x=unknown:/tmp", "x=coco:ann.json", "x=crops:/does/not/exist"]
-)
+    "text",
+    ["noequals", "x=yolo", "x=unknown:/tmp", "x=coco:ann.json", "x=crops:/does/not/exist", "x=yolo[a]:/tmp",
+     "x=crops[1]:/tmp"],
+)  # fmt: skip
 def test_bad_source_specs_are_refused(text):
     with pytest.raises((ValueError, FileNotFoundError)):
         parse_source(text)

@@ -17,6 +17,7 @@ Three resumable stages, each writing under one folder:
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ET
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
@@ -40,7 +41,8 @@ from .label import (
 )
 
 SOURCE_KINDS = ("yolo", "voc", "crops", "photos", "video", "coco")
-"""``yolo``: ``*/images`` + ``*/labels`` (normalised ``class cx cy w h``, class 0 = person); ``voc``:
+"""``yolo``: ``*/images`` + ``*/labels`` (normalised ``class cx cy w h``; the person classes are the
+source's ``classes``, 0 unless said, ``NAME=yolo[1,2]:PATH``); ``voc``:
 ``JPEGImages/`` + ``Annotations/`` (Pascal VOC xml); ``crops``: folders of one-person crops (the box is the
 image); ``photos``: images whose people the detector finds; ``video``: video files, every ``video_every``-th
 frame saved as a JPEG and its people found by the detector; ``coco``: a COCO keypoint file with person
@@ -67,12 +69,16 @@ class Source:
     images: str = ""
     """``coco`` only: the image folder of the annotation file ``path``."""
     origin: str = ""
+    classes: tuple[int, ...] = (0,)
+    """``yolo`` only: the label classes that are people (a detection export names them in its data.yaml)."""
 
     def __post_init__(self) -> None:
         if self.kind not in SOURCE_KINDS:
             raise ValueError(
                 f"source {self.name}: unknown kind {self.kind!r}; known: {', '.join(SOURCE_KINDS)}"
             )
+        if self.classes != (0,) and self.kind != "yolo":
+            raise ValueError(f"source {self.name}: person classes are for yolo sources, not {self.kind}")
         if not Path(self.path).exists():
             raise FileNotFoundError(f"source {self.name}: {self.path} does not exist")
 
@@ -84,8 +90,13 @@ class Source:
         return Path(self.path)
 
 
+_KIND = re.compile(r"(\w+)(?:\[(\d+(?:,\d+)*)\])?")
+"""A source's KIND, with a yolo source's person classes: ``yolo``, ``yolo[5]``, ``yolo[1,2,3]``."""
+
+
 def parse_source(text: str) -> Source:
-    """``NAME=KIND:PATH[:IMAGES][@ORIGIN]`` (``IMAGES`` only for ``coco``) as a ``Source``."""
+    """``NAME=KIND:PATH[:IMAGES][@ORIGIN]`` (``IMAGES`` only for ``coco``) as a ``Source``; a ``yolo``
+    kind may name its person classes, ``yolo[1,2,3]`` (default ``yolo``: class 0)."""
     spec, _, origin = text.partition("@")
     name, eq, rest = spec.partition("=")
     kind, colon, paths = rest.partition(":")
@@ -94,7 +105,12 @@ def parse_source(text: str) -> Source:
     path, _, images = paths.partition(":")
     if kind == "coco" and not images:
         raise ValueError(f"--source {text!r}: a coco source needs its image folder (NAME=coco:ANN:IMAGES)")
-    return Source(name.strip(), kind.strip(), path, images, origin.strip())
+    match = _KIND.fullmatch(kind.strip())
+    if match is None:
+        raise ValueError(f"--source {text!r}: KIND is a word, or yolo[CLASSES] such as yolo[1,2,3]")
+    kind_name, classes = match.groups()
+    people = tuple(int(c) for c in classes.split(",")) if classes else (0,)
+    return Source(name.strip(), kind_name, path, images, origin.strip(), people)
 
 
 def write_sources(out_dir: Path, sources: list[Source]) -> None:
@@ -108,7 +124,7 @@ def read_sources(out_dir: Path) -> list[Source]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: give the corpus's --source options")
     with open(path, encoding="utf-8") as f:
-        return [Source(**s) for s in json.load(f)]
+        return [Source(**{**s, "classes": tuple(s.get("classes", (0,)))}) for s in json.load(f)]
 
 
 @dataclass
@@ -136,7 +152,8 @@ def roboflow_group(file_name: str) -> str:
     return stem.split(".rf.")[0] if ".rf." in stem else stem
 
 
-def _yolo_boxes(root: Path) -> Iterator[tuple[str, np.ndarray, list[list[float]]]]:
+def _yolo_boxes(root: Path, classes: tuple[int, ...]) -> Iterator[tuple[str, np.ndarray, list[list[float]]]]:
+    people = {str(c) for c in classes}
     for image_path in _images_under(root):
         label = image_path.parent.parent / "labels" / (image_path.stem + ".txt")
         if image_path.parent.name != "images" or not label.is_file():
@@ -146,7 +163,7 @@ def _yolo_boxes(root: Path) -> Iterator[tuple[str, np.ndarray, list[list[float]]
         boxes = []
         for line in label.read_text().splitlines():
             values = line.split()
-            if len(values) == 5 and values[0] == "0":
+            if len(values) == 5 and values[0] in people:
                 cx, cy, w, h = (float(v) for v in values[1:])
                 boxes.append([(cx - w / 2) * width, (cy - h / 2) * height, w * width, h * height])
         yield str(image_path.relative_to(root)), image, boxes
@@ -274,7 +291,7 @@ def dedupe(candidates: list[Candidate]) -> tuple[list[Candidate], Counter]:
 def _boxes_of(source: Source, out_dir: Path, detector, min_box_score: float, video_every: int):
     root = Path(source.path)
     if source.kind == "yolo":
-        return _yolo_boxes(root)
+        return _yolo_boxes(root, source.classes)
     if source.kind == "voc":
         return _voc_boxes(root)
     if source.kind == "crops":
