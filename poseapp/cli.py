@@ -584,14 +584,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--distill", metavar="CHECKPOINT",
         help="a PoseApp checkpoint of the same crop size whose flip-test heatmaps soften the targets",
     )  # fmt: skip
-    tr.add_argument(
-        "--distill-share", type=float, default=0.5,
-        help="--distill: the teacher's share of each joint's target, the label the rest (default 0.5)",
-    )  # fmt: skip
-    tr.add_argument(
-        "--ema", type=float, default=0.0, metavar="DECAY",
-        help="validate and save a moving average of the weights with this decay per step (e.g. 0.999)",
-    )  # fmt: skip
+    tr.add_argument("--distill-share", type=float, default=0.5, help="the teacher's share of a target")
+    tr.add_argument("--ema", type=float, default=0.0, metavar="DECAY", help="save a moving average")
     tr.add_argument(
         "--no-joint-tokens", action="store_true",
         help="UniTransPose: the local-only ablation, without the joint-token path",
