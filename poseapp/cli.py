@@ -134,6 +134,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise UsageError(f"--ema is a decay in [0, 1) (0: off), got {args.ema}")
     if not 0.0 < args.distill_share <= 1.0:
         raise UsageError(f"--distill-share must be in (0, 1], got {args.distill_share}")
+    if args.distill and args.loss != "ce":
+        raise UsageError("--distill gives each joint a target distribution, which only --loss ce learns")
     if args.distill and not Path(args.distill).is_file():
         raise UsageError(f"--distill: no checkpoint {args.distill}")
     if args.init and args.init_from:

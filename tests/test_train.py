@@ -426,3 +426,5 @@ def test_a_teacher_of_another_crop_size_is_refused(tmp_path, capsys) -> None:
     assert "64x48 crops" in capsys.readouterr().err
     assert main([*argv, "--ema", "1.0"]) == 2
     assert "--ema" in capsys.readouterr().err
+    assert main([*argv, "--distill", str(teacher), "--loss", "mse"]) == 2
+    assert "--loss ce" in capsys.readouterr().err

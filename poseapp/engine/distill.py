@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from ..models import WeightsError, load_model
 from ..runtime.inference import pose_logits
+from .losses import as_distributions
 
 
 class HeatmapTeacher:
@@ -52,6 +53,4 @@ def mix_targets(target: torch.Tensor, teacher_logits: torch.Tensor, share: float
     to sum 1 (a joint without a Gaussian, one outside the crop, takes the teacher's share alone; its loss
     weight is zero anyway). Both (B, J, H, W)."""
     soft = F.softmax(teacher_logits.float().flatten(2), dim=-1)
-    label = target.float().flatten(2)
-    label = label / label.sum(dim=-1, keepdim=True).clamp_min(1e-12)
-    return (share * soft + (1.0 - share) * label).view_as(target)
+    return (share * soft + (1.0 - share) * as_distributions(target)).view_as(target)

@@ -15,13 +15,19 @@ def _weighted_mean(per_joint: torch.Tensor, weight: torch.Tensor) -> torch.Tenso
     return (per_joint * weight).sum() / weight.sum().clamp_min(1.0)
 
 
+def as_distributions(maps: torch.Tensor) -> torch.Tensor:
+    """Non-negative maps (B, J, H, W) flattened to (B, J, H * W), each scaled to sum 1 (an all-zero map,
+    a joint without a label, stays zero)."""
+    flat = maps.float().flatten(2)
+    return flat / flat.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
 def heatmap_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Softmax cross-entropy per joint map, averaged over joints with weight > 0.
 
     logits, target: (B, J, H, W); weight: (B, J). Joints with zero weight (unlabelled) add nothing.
     """
-    label = target.flatten(2)
-    label = label / label.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+    label = as_distributions(target)
     log_prob = F.log_softmax(logits.flatten(2).float(), dim=-1)
     return _weighted_mean(-(label * log_prob).sum(dim=-1), weight)
 
