@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from poseapp.models import EMGPose, EViTPose, ViTPose, WeightsError, create_model, load_model, save_model
 from poseapp.models.emgpose import cover_weights, unmerge
+from poseapp.models.stem import STRIDE8_OUTPUT, YoloStem
 from poseapp.models.vit import Attention, ViTSize, explicit_attention
 from poseapp.models.wbas import wbas_merge
 from poseapp.runtime.flops import count_macs
@@ -280,6 +281,15 @@ def reference_forward(model: EMGPose, x: torch.Tensor, eta: float) -> tuple[torc
         order = gkis[i].argsort(descending=True)
         cells = {3: order[:high], 2: order[high : high + mid], 1: order[high + mid :]}
         images = {3: F.interpolate(x[i : i + 1], scale_factor=1.5, mode="bilinear"), 2: x[i : i + 1]}
+        if isinstance(model.patch_embed, YoloStem):  # one stem pass over the full crop
+            stride16, stride8 = model.patch_embed.pyramid(x[i : i + 1])
+            full = model.patch_embed.proj(stride16)
+            thirds = (3 * rows, 3 * cols)
+            stem_grids = {
+                2: full,
+                3: F.interpolate(full, thirds, mode="bilinear")
+                + model.fine_proj(F.interpolate(stride8, thirds, mode="bilinear")),
+            }
         reuse = model.reuse(tokens[i, j : j + n]).T.reshape(1, -1, rows, cols)
         pieces, boxes = [], []
         for s in (3, 2, 1):
@@ -288,7 +298,12 @@ def reference_forward(model: EMGPose, x: torch.Tensor, eta: float) -> tuple[torc
             grid = F.interpolate(model.pos_fine, size, mode="bilinear") + F.interpolate(
                 reuse, size, mode="bilinear"
             )
-            own = embedded[i, index] if s == 1 else model._embed(images[s], index[None])[0]
+            if s == 1:
+                own = embedded[i, index]
+            elif isinstance(model.patch_embed, YoloStem):
+                own = stem_grids[s].flatten(2)[0, :, index].T
+            else:
+                own = model._embed_patches(images[s], index[None])[0]
             pieces.append(own + grid.flatten(2)[0, :, index].T)
             boxes.append(getattr(model, f"boxes{s}")[index])
         fine = torch.cat([model.keypoint_tokens[0], *pieces])[None]
@@ -403,19 +418,38 @@ def test_emgpose_both_stages_draw_their_heatmaps_with_the_grid_head() -> None:
         EMGPose(TINY, J, head="mlp")
 
 
-def test_emgpose_conv_stem_tokens_are_the_stems_features_of_each_scale() -> None:
-    model = EMGPose(TINY, J, stem="yolo").eval()
+@pytest.mark.parametrize("stem", ["yolo", "yolo_neck"])
+def test_emgpose_conv_stem_tokens_come_from_one_pass_over_the_full_crop(stem: str) -> None:
+    """The 2x2 cells are the full crop's stride-16 tokens; the 3x3 cells that map resampled to their grid plus
+    the projected stride-8 map (zero at the start); the stem runs twice a crop (half-size and full crop)."""
+    model = EMGPose(TINY, J, stem=stem).eval()
     x = torch.rand(1, 3, 256, 192)
+    passes = []
+    hook = model.patch_embed.body[0].register_forward_hook(lambda _m, args, _o: passes.append(args[0].shape))
     out, fine_input = embedded_fine_tokens(model, x)
+    hook.remove()
+    assert [tuple(shape[-2:]) for shape in passes] == [(128, 96), (256, 192)]
     fine = fine_input[0]
     with torch.no_grad():
-        full = model.patch_embed(x)[0]  # the 16x12 grid of the full-resolution crop
-    compared = 0
+        stride16, stride8 = model.patch_embed.pyramid(x)
+        assert stride8.shape == (1, STRIDE8_OUTPUT[stem][1], 32, 24)
+        full = model.patch_embed.proj(stride16)
+        thirds = F.interpolate(full, (24, 18), mode="bilinear")
+    levels = {16: 0, 11: 0}
     for t, (x0, y0, x1, _) in enumerate(out.token_boxes[0].tolist()):
-        if round(x1 - x0) == 16:  # a 2x2 child: a full-resolution patch
-            torch.testing.assert_close(fine[t], full[round(y0) // 16 * 12 + round(x0) // 16])
-            compared += 1
-    assert compared == 4 * model.split_counts()[1]
+        side = round(x1 - x0)
+        if side == 16:  # a 2x2 child: a full-resolution patch
+            torch.testing.assert_close(fine[t], full[0, :, round(y0) // 16, round(x0) // 16])
+        elif side == 11:  # a 3x3 child: the fine projection is still zero
+            torch.testing.assert_close(fine[t], thirds[0, :, round(y0 * 3 / 32), round(x0 * 3 / 32)])
+        levels[side] = levels.get(side, 0) + 1
+    high, mid, _ = model.split_counts()
+    assert levels[16] == 4 * mid and levels[11] == 9 * high
+    with torch.no_grad():
+        model.fine_proj.bias.fill_(1.0)
+        _, shifted = embedded_fine_tokens(model, x)
+    moved = (shifted[0] - fine).abs().amax(dim=1) > 0.5
+    assert moved.sum().item() == 9 * high  # the stride-8 projection reaches the 3x3 cells and only them
 
 
 def test_bf16_weights_compute_what_autocast_computes_and_leave_the_model_alone() -> None:

@@ -7,8 +7,12 @@ and keypoints and smoothed by an EMA over layers (GKIS), ranks the coarse patche
 is re-cut into 3x3 patches (from the 1.5x image), the bottom ``r_l`` share stays whole (half-resolution
 patch), the rest becomes 2x2 (full resolution). Coarse output features are reused (MLP, interpolated to
 the finer grids) and WBAS merges tokens at the merge layers. Blocks and head are shared by both stages.
-With ``stem="yolo"`` the tokens of each scale come from the conv stem run on that whole image, not from
-cut-out patches (a convolution needs the context around a patch).
+With a conv stem (``stem="yolo"`` or ``"yolo_neck"``) the tokens come from feature maps, not from cut-out
+patches (a convolution needs the context around a patch), and the fine stage runs the stem once, on the full
+crop: its stride-16 map gives the 2x2 cells, and the 3x3 cells (stride 32/3) are that map and the stem's
+stride-8 map resampled to their grid, the latter through a projection of its own. Running the stem again on
+the 1.5x image instead would cost 2.25 full passes for the tenth of the cells cut 3x3, which made the
+stem most of EMGPose's time.
 
 Two heads, as in EViTPose: ``"tokens"`` (the paper's: each keypoint token through an MLP to its heatmap)
 and ``"grid"`` (the image tokens laid back onto the full-resolution patch grid, then a deconvolution
@@ -33,7 +37,7 @@ from torch import nn
 from .heads import DeconvHead, TokenHeatmapHead, heatmap_hw
 from .knob import Knob
 from .record import PoseOutput
-from .stem import YoloStem, make_stem
+from .stem import STRIDE8_OUTPUT, YoloStem, make_stem
 from .vit import DEFAULT_IMG_HW, Block, Mlp, ViTSize, init_weights, patch_importance
 from .wbas import wbas_merge
 
@@ -156,9 +160,16 @@ class EMGPose(nn.Module):
         )
         self.quality = Mlp(dim, dim, 1)
         self.reuse = Mlp(dim, dim)
+        self.fine_proj: nn.Conv2d | None = None
+        """Conv stem: the stride-8 map's projection into the 3x3 cells' tokens."""
+        if isinstance(self.patch_embed, YoloStem):
+            self.fine_proj = nn.Conv2d(STRIDE8_OUTPUT[stem][1], dim, kernel_size=1)
         for p in (self.pos_coarse, self.pos_fine, self.keypoint_tokens, self.quality_token):
             nn.init.trunc_normal_(p, std=0.02)
         self.apply(init_weights)
+        if self.fine_proj is not None:  # zero: the 3x3 cells start from the stride-16 map alone
+            nn.init.zeros_(self.fine_proj.weight)
+            nn.init.zeros_(self.fine_proj.bias)
         self.coarse_for_all = False
         """Draw the coarse heatmaps of every crop in eval mode too, not only of those that stop at the coarse
         stage (``eta_curve`` compares both stages' poses of every person)."""
@@ -257,7 +268,10 @@ class EMGPose(nn.Module):
         for s, cells in chosen.items():
             level[batch, cells] = s
 
-        images = {2: x, 3: F.interpolate(x, scale_factor=1.5, mode="bilinear")}
+        if isinstance(self.patch_embed, YoloStem):
+            cells, images = self._stem_cells(x), None
+        else:
+            cells, images = None, {2: x, 3: F.interpolate(x, scale_factor=1.5, mode="bilinear")}
         reuse = self.reuse(coarse_features).transpose(1, 2).reshape(b, -1, rows, cols)
         pieces, boxes, indices = [], [], []
         for s in (3, 2, 1):
@@ -265,7 +279,12 @@ class EMGPose(nn.Module):
             indices.append((s, index))
             grids = _resized(self.pos_fine, rows * s, cols * s) + _resized(reuse, rows * s, cols * s)
             extra = _take(grids.flatten(2).transpose(1, 2), index)
-            own = _take(embedded, index) if s == 1 else self._embed(images[s], index)
+            if s == 1:
+                own = _take(embedded, index)
+            elif cells is not None:
+                own = _take(cells[s], index)
+            else:
+                own = self._embed_patches(images[s], index)
             pieces.append(own + extra)
             boxes.append(getattr(self, f"boxes{s}")[index])
         tokens = torch.cat([self.keypoint_tokens.expand(b, -1, -1), *pieces], dim=1)
@@ -294,11 +313,18 @@ class EMGPose(nn.Module):
             heatmaps = self.head(grid.transpose(1, 2).reshape(b, -1, 2 * rows, 2 * cols))
         return heatmaps, torch.tensor(counts), level, boxes, groups
 
-    def _embed(self, image: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        """Tokens (B, k, D) of the patches ``index`` (B, k) of ``image``'s patch grid: cut out and projected
-        (patch stem), or taken from the conv stem's features of the whole image (which need the context)."""
-        if isinstance(self.patch_embed, YoloStem):
-            return _take(self.patch_embed(image), index)
+    def _stem_cells(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
+        """Conv stem: the tokens (B, N_s, D) of every cell of the 2x2 (s = 2) and 3x3 (s = 3) grids, from one
+        stem pass over the full crop."""
+        rows, cols = self.grid
+        stride16, stride8 = self.patch_embed.pyramid(x)
+        full = self.patch_embed.proj(stride16)
+        thirds = _resized(full, 3 * rows, 3 * cols) + self.fine_proj(_resized(stride8, 3 * rows, 3 * cols))
+        return {2: full.flatten(2).transpose(1, 2), 3: thirds.flatten(2).transpose(1, 2)}
+
+    def _embed_patches(self, image: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """Patch stem: tokens (B, k, D) of the patches ``index`` (B, k) of ``image``'s patch grid, cut out
+        and projected."""
         p = self.patch
         pixels = F.unfold(image, kernel_size=p, stride=p).transpose(1, 2)
         return self.patch_embed.embed_patches(_take(pixels, index))

@@ -30,6 +30,10 @@ YOLO_LEVELS: tuple[tuple[int, int, int], ...] = ((0, 3, 64), (3, 5, 128), (5, 7,
 """The ``yolo`` stem's body cut where its stride changes: (first layer, layer after the last, channels out)
 of the pieces that end at strides 4, 8 and 16. A hierarchical encoder runs its own stages between them
 (``YoloStem.run``)."""
+STRIDE8_OUTPUT: dict[str, tuple[int, int]] = {"yolo": (4, 128), "yolo_neck": (16, 64)}
+"""Each stem's stride-8 map on the way to its output: (the layer that gives it, its channels). In
+``yolo_neck`` it is the PAN neck's P3 output, the finest map yolo11n-pose's pose head reads;
+``YoloStem.pyramid`` returns it beside the stride-16 features at no extra cost."""
 _STEM_STRIDE = 16
 _DEEPEST_STRIDE = {"yolo": 16, "yolo_neck": 32}  # the input is padded to a multiple of this
 
@@ -64,6 +68,11 @@ class YoloStem(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The stride-16 feature map (B, 128, H/16, W/16). The neck needs sides that are multiples of 32:
         others are zero-padded at the right and bottom and the grid cut back afterwards."""
+        return self.pyramid(x)[0]
+
+    def pyramid(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The stride-16 feature map and the stride-8 map the body computes on the way to it
+        (``STRIDE8_OUTPUT``): (B, 128, H/16, W/16), (B, C8, H/8, W/8), from one pass."""
         h, w = x.shape[-2:]
         multiple = _DEEPEST_STRIDE[self.kind]
         pad_h, pad_w = -h % multiple, -w % multiple
@@ -80,7 +89,8 @@ class YoloStem(nn.Module):
                 )
             x = layer(x)
             outputs.append(x)
-        return x[..., : h // _STEM_STRIDE, : w // _STEM_STRIDE]
+        stride8 = outputs[STRIDE8_OUTPUT[self.kind][0]]
+        return x[..., : h // _STEM_STRIDE, : w // _STEM_STRIDE], stride8[..., : h // 8, : w // 8]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(self.features(x)).flatten(2).transpose(1, 2)

@@ -120,10 +120,11 @@ def _emgpose_macs(
     head = head_macs(model.head, d, j, (2 * rows, 2 * cols))
     h, w = model.img_hw
     # The coarse stage embeds the half-resolution crop; the fine stage reuses that for the cells kept whole
-    # and embeds the full and 1.5x crops (the conv stem) or only the 2x2 and 3x3 cells' patches.
+    # and runs the conv stem on the full crop (its stride-8 map projected onto the 3x3 grid as well), or
+    # embeds only the 2x2 and 3x3 cells' patches.
     if isinstance(model.patch_embed, YoloStem):
         coarse_embed = conv_macs(model.patch_embed, (h // 2, w // 2))
-        fine_embed = sum(conv_macs(model.patch_embed, (h * s // 2, w * s // 2)) for s in (2, 3))
+        fine_embed = conv_macs(model.patch_embed, (h, w)) + linear_macs(9 * n, model.fine_proj.in_channels, d)
     else:
         high, mid, _ = model.split_counts()
         coarse_embed = patch_embed_macs(n, d, model.patch)
