@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from .data import AugmentConfig
+from .engine.losses import QUALITY_TARGETS
 from .models import MODEL_NAMES, OnnxPoseModel, WeightsError, create_model, load_model, prepare_for_inference
 from .models.stem import STEM_LAYERS
 from .models.vit import DEFAULT_IMG_HW
@@ -123,8 +124,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise UsageError("UniTransPose runs its stages between yolo11n-pose's backbone layers: --stem yolo")
     if args.no_joint_tokens and not args.model.startswith("unitranspose"):
         raise UsageError("--no-joint-tokens is UniTransPose's ablation; other models have no such path")
-    if args.steps < 0 or args.max_steps < 0:
-        raise UsageError("--steps and --max-steps count optimiser steps: 0 or more")
+    if args.steps < 0 or args.max_steps < 0 or args.warmup_steps < 0:
+        raise UsageError("--steps, --max-steps and --warmup-steps count optimiser steps: 0 or more")
     if not 0.0 <= args.paste_prob <= 1.0:
         raise UsageError(f"--paste-prob must be in [0, 1], got {args.paste_prob}")
     low, high = args.scale_range
@@ -161,7 +162,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         freeze_stem_bn=args.freeze_stem_bn, workers=args.workers,
         precision=args.precision,
         time_limit_minutes=args.time_limit, max_steps=args.max_steps, steps=args.steps,
-        quality_from_epoch=args.quality_from_epoch, paste_prob=args.paste_prob, resume=args.resume,
+        quality_from_epoch=args.quality_from_epoch, quality_target=args.quality_target,
+        warmup_steps=args.warmup_steps, paste_prob=args.paste_prob, resume=args.resume,
         scale_range=(low, high), distill=args.distill or "", distill_share=args.distill_share, ema=args.ema,
         joint_tokens=not args.no_joint_tokens,
     )  # fmt: skip
@@ -573,6 +575,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--quality-from-epoch", type=int, default=2,
         help="EMGPose: the epoch (from 0) at which its quality loss (weight 0.03) starts",
     )  # fmt: skip
+    tr.add_argument(
+        "--quality-target", default="oks", choices=QUALITY_TARGETS,
+        help="EMGPose: its quality predictor learns the coarse result's OKS (the paper's) or 'gain': "
+        "1 - what the fine stage adds to it",
+    )  # fmt: skip
+    tr.add_argument("--warmup-steps", type=int, default=200, help="steps of linear learning-rate warm-up")
     tr.add_argument(
         "--paste-prob", type=float, default=0.0,
         help="probability of pasting another training person over a crop as a distractor (default 0)",

@@ -23,6 +23,7 @@ import poseapp.engine.train as training
 from poseapp.cli import main
 from poseapp.data import AugmentConfig, PoseDataset, load_people
 from poseapp.engine.distill import HeatmapTeacher, mix_targets
+from poseapp.engine.losses import QUALITY_TARGETS, quality_target
 from poseapp.engine.train import (
     EpochOrder,
     SeededData,
@@ -75,12 +76,22 @@ def test_training_runs_validates_saves_and_resumes(tmp_path) -> None:
     assert [h["epoch"] for h in saved["state"]["history"]] == [1, 2]
 
 
-def test_emgpose_trains_with_the_quality_loss(tmp_path) -> None:
+@pytest.mark.parametrize("target", QUALITY_TARGETS)
+def test_emgpose_trains_with_the_quality_loss(tmp_path, target: str) -> None:
     data = write_dataset(tmp_path)
     cfg = TrainConfig(model="emgpose_t", stem="patch", train=[data], holdout=2, out=str(tmp_path / "run"),
-                      epochs=1, batch=2, workers=0, quality_from_epoch=0, max_steps=1)  # fmt: skip
+                      epochs=1, batch=2, workers=0, quality_from_epoch=0, max_steps=1,
+                      quality_target=target)  # fmt: skip
     train(cfg)
     assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["state"]["step"] == 1
+
+
+def test_quality_targets_are_the_coarse_oks_or_what_the_fine_stage_would_not_add() -> None:
+    coarse, fine = torch.tensor([0.9, 0.5, 0.6]), torch.tensor([0.8, 0.8, 0.6])
+    torch.testing.assert_close(quality_target("oks", coarse, fine), coarse)
+    torch.testing.assert_close(quality_target("gain", coarse, fine), torch.tensor([1.0, 0.7, 1.0]))
+    with pytest.raises(ValueError, match="quality target 'loss'"):
+        quality_target("loss", coarse, fine)
 
 
 def test_learning_rate_warms_up_then_decays() -> None:
@@ -203,6 +214,8 @@ def test_training_with_pasted_people_runs_and_refuses_a_bad_probability(tmp_path
     assert load_model(train(cfg)).info["epoch"] == 1
     assert main(["train", "--train", ann, images, "--paste-prob", "1.5", "--stem", "patch"]) != 0
     assert "--paste-prob" in capsys.readouterr().err
+    assert main(["train", "--train", ann, images, "--warmup-steps", "-1", "--stem", "patch"]) != 0
+    assert "--warmup-steps count optimiser steps" in capsys.readouterr().err
 
 
 def test_train_init_keeps_the_checkpoints_crop_size(tmp_path, capsys) -> None:

@@ -44,7 +44,7 @@ from ..skeleton import SIGMAS
 from .calibrate import calibrate_checkpoint
 from .distill import HeatmapTeacher
 from .evaluate import pck_on_people
-from .losses import LOSSES, object_keypoint_similarity, quality_loss
+from .losses import LOSSES, object_keypoint_similarity, quality_loss, quality_target
 
 
 @dataclass
@@ -80,6 +80,8 @@ class TrainConfig:
     """EViTPose: each step samples a keep ratio in [min_keep, 1] (1.0 a quarter of the time)."""
     quality_weight: float = 0.03
     quality_from_epoch: int = 2
+    quality_target: str = "oks"
+    """EMGPose: what its quality predictor learns (``losses.quality_target``)."""
     joint_tokens: bool = True
     """UniTransPose: False builds the local-only ablation (no joint-token path)."""
     paste_prob: float = 0.0
@@ -310,14 +312,16 @@ def training_loss(
         loss = loss + loss_fn(out.coarse_heatmaps, target, batch.weight)
         if epoch >= cfg.quality_from_epoch:
             with torch.no_grad():
-                coarse_xy, _ = keypoints_from_logits(out.coarse_heatmaps)
                 truth, visible = batch.joints[..., :2], batch.weight
                 h, w = batch.image.shape[-2:]  # the person fills the crop bar its padding
                 area = torch.full_like(visible[:, 0], w * h / TRAIN_PADDING**2)
-                oks = object_keypoint_similarity(
-                    coarse_xy, truth, visible, area, torch.as_tensor(SIGMAS).float()
+                sigmas = torch.as_tensor(SIGMAS).float()
+                coarse_oks, fine_oks = (
+                    object_keypoint_similarity(keypoints_from_logits(maps)[0], truth, visible, area, sigmas)
+                    for maps in (out.coarse_heatmaps, out.heatmaps)
                 )
-            loss = loss + cfg.quality_weight * quality_loss(out.quality, oks)
+                target = quality_target(cfg.quality_target, coarse_oks, fine_oks)
+            loss = loss + cfg.quality_weight * quality_loss(out.quality, target)
     return loss
 
 
