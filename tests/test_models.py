@@ -452,6 +452,17 @@ def test_emgpose_conv_stem_tokens_come_from_one_pass_over_the_full_crop(stem: st
     assert moved.sum().item() == 9 * high  # the stride-8 projection reaches the 3x3 cells and only them
 
 
+def test_emgpose_checkpoint_without_the_stride8_projection_loads_it_as_zero() -> None:
+    model = EMGPose(TINY, J, stem="yolo")
+    with torch.no_grad():
+        model.fine_proj.weight.fill_(1.0)
+    older = {k: v for k, v in EMGPose(TINY, J, stem="yolo").state_dict().items() if "fine_proj" not in k}
+    model.load_state_dict(older)
+    assert model.fine_proj.weight.eq(0).all() and model.fine_proj.bias.eq(0).all()
+    with pytest.raises(RuntimeError, match="Missing key"):  # nothing else may be absent
+        model.load_state_dict({k: v for k, v in older.items() if k != "pos_fine"})
+
+
 def test_bf16_weights_compute_what_autocast_computes_and_leave_the_model_alone() -> None:
     from poseapp.models import prepare_for_inference
     from poseapp.runtime.precision import bf16_weights

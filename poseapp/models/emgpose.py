@@ -110,6 +110,14 @@ def _resized(grid: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
     return F.interpolate(grid, size=(rows, cols), mode="bilinear", align_corners=False)
 
 
+def _zero_fine_proj_where_absent(module: EMGPose, state: dict, prefix: str, *_args) -> None:
+    """Load-time upgrade of conv-stem checkpoints from before the fine stage's single stem pass (2026-12-03),
+    which have no stride-8 projection: it loads as zero, so their 3x3 cells come from the full crop's
+    stride-16 map instead of a stem pass on the 1.5x crop (a warm start for the new layout)."""
+    for name in ("weight", "bias"):
+        state.setdefault(f"{prefix}fine_proj.{name}", torch.zeros_like(getattr(module.fine_proj, name)))
+
+
 class EMGPose(nn.Module):
     def __init__(
         self,
@@ -170,6 +178,7 @@ class EMGPose(nn.Module):
         if self.fine_proj is not None:  # zero: the 3x3 cells start from the stride-16 map alone
             nn.init.zeros_(self.fine_proj.weight)
             nn.init.zeros_(self.fine_proj.bias)
+            self.register_load_state_dict_pre_hook(_zero_fine_proj_where_absent)
         self.coarse_for_all = False
         """Draw the coarse heatmaps of every crop in eval mode too, not only of those that stop at the coarse
         stage (``eta_curve`` compares both stages' poses of every person)."""
