@@ -144,18 +144,26 @@ def _torso_offsets(pred: np.ndarray, truth: np.ndarray, visible: np.ndarray) -> 
         return (pred - truth) / torso[:, None, None], mask
 
 
-def mean_oks(pred: np.ndarray, truth: np.ndarray, visible: np.ndarray, boxes_xywh: np.ndarray) -> float:
-    """Mean COCO object keypoint similarity of ``pred`` against ``truth`` (N, J, 2) over each person's
-    labelled joints (``visible`` (N, J)), the box area standing in for the segment area: the per-person
-    score whose thresholds COCO's AP averages over, so it moves where AP does and PCK@0.2 does not (a joint
-    within 0.2 torso lengths can still be imprecise). People with no labelled joint are left out."""
+def person_oks(
+    pred: np.ndarray, truth: np.ndarray, visible: np.ndarray, boxes_xywh: np.ndarray
+) -> np.ndarray:
+    """COCO object keypoint similarity (N,) of each person of ``pred`` against ``truth`` (N, J, 2) over their
+    labelled joints (``visible`` (N, J)), the box area standing in for the segment area; NaN for a person
+    with no labelled joint."""
     area = np.maximum(boxes_xywh[:, 2] * boxes_xywh[:, 3], 1.0)[:, None]
     similarity = keypoint_similarity(pred, truth, area, SIGMAS[: pred.shape[1]])
     labelled = visible > 0
     count = labelled.sum(axis=1)
     with np.errstate(invalid="ignore"):
         similarity = np.where(labelled, np.nan_to_num(similarity, nan=0.0), 0.0)
-    return float((similarity.sum(axis=1)[count > 0] / count[count > 0]).mean())
+    return np.where(count > 0, similarity.sum(axis=1) / np.maximum(count, 1), np.nan)
+
+
+def mean_oks(pred: np.ndarray, truth: np.ndarray, visible: np.ndarray, boxes_xywh: np.ndarray) -> float:
+    """Mean ``person_oks``: the per-person score whose thresholds COCO's AP averages over, so it moves where
+    AP does and PCK@0.2 does not (a joint within 0.2 torso lengths can still be imprecise). People with no
+    labelled joint are left out."""
+    return float(np.nanmean(person_oks(pred, truth, visible, boxes_xywh)))
 
 
 def pck(pred: np.ndarray, truth: np.ndarray, visible: np.ndarray, threshold: float = PCK_THRESHOLD) -> float:
