@@ -121,9 +121,13 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.model.startswith("emgpose") and any(v % 32 for v in args.input_size):
         raise UsageError("EMGPose's coarse stage halves the crop: --input-size must be multiples of 32")
     if args.model.startswith("unitranspose") and args.stem == "yolo_neck":
-        raise UsageError("UniTransPose runs its stages between yolo11n-pose's backbone layers: --stem yolo")
+        raise UsageError("UniTransPose takes yolo11n-pose's levels: --stem yolo or yolo_pyramid")
+    if args.stem == "yolo_pyramid" and not args.model.startswith("unitranspose"):
+        raise UsageError("--stem yolo_pyramid gives UniTransPose's levels; a ViT takes yolo or yolo_neck")
     if args.no_joint_tokens and not args.model.startswith("unitranspose"):
         raise UsageError("--no-joint-tokens is UniTransPose's ablation; other models have no such path")
+    if args.seed < 0:
+        raise UsageError(f"--seed must be 0 or more, got {args.seed}")
     if args.steps < 0 or args.max_steps < 0 or args.warmup_steps < 0:
         raise UsageError("--steps, --max-steps and --warmup-steps count optimiser steps: 0 or more")
     if not 0.0 <= args.paste_prob <= 1.0:
@@ -165,7 +169,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         quality_from_epoch=args.quality_from_epoch, quality_target=args.quality_target,
         warmup_steps=args.warmup_steps, paste_prob=args.paste_prob, resume=args.resume,
         scale_range=(low, high), distill=args.distill or "", distill_share=args.distill_share, ema=args.ema,
-        joint_tokens=not args.no_joint_tokens,
+        joint_tokens=not args.no_joint_tokens, seed=args.seed,
     )  # fmt: skip
     try:
         best = train(cfg)
@@ -541,7 +545,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--stem",
         default="yolo",
         choices=[*STEM_LAYERS, "patch"],
-        help="yolo11n-pose's layers 0-6 (yolo) or 0-19 through its neck (yolo_neck) as the stem, or patches",
+        help="yolo11n-pose's layers 0-6 (yolo) or 0-19 through its neck (yolo_neck) as the stem, its four "
+        "levels through the neck (yolo_pyramid, UniTransPose), or patches",
     )
     tr.add_argument(
         "--stem-weights", default=str(default_detector()), help="yolo11n-pose checkpoint the stem starts from"
@@ -596,6 +601,13 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     tr.add_argument("--distill-share", type=float, default=0.5, help="the teacher's share of a target")
     tr.add_argument("--ema", type=float, default=0.0, metavar="DECAY", help="save a moving average")
+    tr.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="data order and augmentation: a run continued with --init and "
+        "another seed sees other crops first (the hold-out is the same whatever the seed)",
+    )
     tr.add_argument(
         "--no-joint-tokens", action="store_true",
         help="UniTransPose: the local-only ablation, without the joint-token path",

@@ -218,6 +218,18 @@ def test_training_with_pasted_people_runs_and_refuses_a_bad_probability(tmp_path
     assert "--warmup-steps count optimiser steps" in capsys.readouterr().err
 
 
+def test_train_takes_a_seed_and_refuses_a_negative_one(tmp_path, monkeypatch, capsys) -> None:
+    """``--seed`` reaches the run's config (its data order and augmentation); a negative one is refused."""
+    ann, images = write_dataset(tmp_path)
+    seen: list[TrainConfig] = []
+    monkeypatch.setattr("poseapp.engine.train.train", lambda cfg: seen.append(cfg) or "best.safetensors")
+    args = ["train", "--train", ann, images, "--stem", "patch", "--out", str(tmp_path / "run")]
+    assert main([*args, "--seed", "7"]) == 0 and main(args) == 0
+    assert [cfg.seed for cfg in seen] == [7, 0]
+    assert main([*args, "--seed", "-1"]) == 2
+    assert "--seed must be 0 or more" in capsys.readouterr().err
+
+
 def test_train_init_keeps_the_checkpoints_crop_size(tmp_path, capsys) -> None:
     path = tmp_path / "m.safetensors"
     save_model(create_model("evitpose_t"), path)

@@ -15,6 +15,7 @@ from poseapp.cli import main
 from poseapp.engine.train import TrainConfig, build_model
 from poseapp.models import MODEL_NAMES, UniTransPose, create_model, load_model, save_model
 from poseapp.models.heads import SubPixelDecoder
+from poseapp.models.stem import PYRAMID_LEVELS, YoloStem
 from poseapp.models.unitranspose import JAGLBlock, UniTransPoseSize
 from poseapp.models.vit import explicit_attention
 from poseapp.models.windows import WindowAttention, WindowLayout, merge, partition
@@ -29,7 +30,13 @@ from poseapp.skeleton import NUM_JOINTS
 from tests.test_train import write_dataset
 
 TINY = UniTransPoseSize(
-    dims=(16, 32, 48, 64), depths=(1, 2, 2, 1), heads=(1, 2, 3, 4), local_depths=(1, 2, 3, 1), window=4
+    dims=(16, 32, 48, 64),
+    depths=(1, 2, 2, 1),
+    heads=(1, 2, 3, 4),
+    local_depths=(1, 2, 3, 1),
+    pyramid_depths=(0, 2, 2, 1),
+    pyramid_local_depths=(0, 2, 3, 1),
+    window=4,
 )
 J = 5
 CROPS = [(256, 192), (192, 144)]
@@ -46,14 +53,20 @@ def run(model: torch.nn.Module, x: torch.Tensor):
 
 
 @pytest.mark.parametrize("hw", CROPS)
-def test_heatmaps_at_stride_4_and_a_record_of_every_stage(hw: tuple[int, int]) -> None:
-    model = create_model("unitranspose_t", img_hw=list(hw)).eval()
+@pytest.mark.parametrize("stem", ["patch", "yolo_pyramid"])
+def test_heatmaps_at_stride_4_and_a_record_of_every_stage(hw: tuple[int, int], stem: str) -> None:
+    """Every stage that runs blocks records its windows and its joint-token attention; on the pyramid stem
+    the stride-4 level runs none."""
+    model = create_model("unitranspose_t", img_hw=list(hw), stem=stem).eval()
     out = run(model, torch.rand(2, 3, *hw))
     w, h = heatmap_size(model.input_size)
     assert out.heatmaps.shape == (2, NUM_JOINTS, h, w) and out.grid == (h, w) == model.grid
     assert out.knob == 1.0 and model.knob.name == "none"
+    depths = model.size.depths if stem == "patch" else model.size.pyramid_depths
+    assert model.first == (0 if stem == "patch" else 1)
     grids = [(math.ceil(h / 2**s), math.ceil(w / 2**s)) for s in range(4)]
-    assert [tuple(seen.shape[1:]) for seen in out.joint_attention] == grids
+    assert [tuple(seen.shape[1:]) for seen in out.joint_attention] == grids[model.first :]
+    assert len(out.window_boxes) == 4 - model.first
     for seen in out.joint_attention:
         torch.testing.assert_close(seen.sum(dim=(1, 2)), torch.ones(2))
     for boxes in out.window_boxes:  # each stage's windows tile the crop exactly once
@@ -61,7 +74,7 @@ def test_heatmaps_at_stride_4_and_a_record_of_every_stage(hw: tuple[int, int]) -
         for x0, y0, x1, y1 in boxes[1].tolist():
             cover[y0:y1, x0:x1] += 1
         assert cover.eq(1).all()
-    blocks = [s[0] * s[1] + NUM_JOINTS for s, depth in zip(grids, model.size.depths, strict=True)
+    blocks = [s[0] * s[1] + NUM_JOINTS for s, depth in zip(grids, depths, strict=True)
               for _ in range(depth)]  # fmt: skip
     assert out.tokens_per_block.tolist() == [blocks, blocks]
 
@@ -172,7 +185,7 @@ def counted(model: torch.nn.Module, x: torch.Tensor) -> tuple[int, int]:
 
 
 @pytest.mark.parametrize("hw", CROPS)
-@pytest.mark.parametrize("stem", ["patch", "yolo"])
+@pytest.mark.parametrize("stem", ["patch", "yolo", "yolo_pyramid"])
 def test_flops_are_exact(hw: tuple[int, int], stem: str) -> None:
     model = create_model("unitranspose_t", img_hw=list(hw), stem=stem).eval()
     mine, reference = counted(model, torch.rand(2, 3, *hw))
@@ -180,7 +193,7 @@ def test_flops_are_exact(hw: tuple[int, int], stem: str) -> None:
     assert mine == reference
 
 
-@pytest.mark.parametrize("stem", ["patch", "yolo"])
+@pytest.mark.parametrize("stem", ["patch", "yolo", "yolo_pyramid"])
 def test_the_local_only_ablation_has_no_joint_tokens_and_costs_what_jagl_costs(stem: str) -> None:
     x = torch.rand(2, 3, 256, 192)
     jagl = create_model("unitranspose_t", stem=stem).eval()
@@ -196,11 +209,16 @@ def test_the_local_only_ablation_has_no_joint_tokens_and_costs_what_jagl_costs(s
     assert abs(ratio - 1) < 0.02
 
 
-def test_unitranspose_t_costs_at_most_one_and_a_half_evitpose_t() -> None:
+@pytest.mark.parametrize(("stem", "evit_stem"), [("patch", "patch"), ("yolo_pyramid", "yolo_neck")])
+def test_unitranspose_t_costs_at_most_one_and_a_half_evitpose_t(stem: str, evit_stem: str) -> None:
+    """Against the EViTPose-T it is compared with: the same kind of stem (on the pyramid, EViTPose-T as it
+    ships, on the ``yolo_neck`` stem)."""
     x = torch.rand(1, 3, 256, 192)
-    uni, evit = create_model("unitranspose_t").eval(), create_model("evitpose_t").eval()
-    ratio = count_macs(uni, run(uni, x)).item() / count_macs(evit, evit(x, 1.0)).item()
-    print(f"UniTransPose-T / EViTPose-T at keep 1.0: {ratio:.2f}")
+    uni = create_model("unitranspose_t", stem=stem).eval()
+    evit = create_model("evitpose_t", stem=evit_stem).eval()
+    with torch.no_grad():
+        ratio = count_macs(uni, run(uni, x)).item() / count_macs(evit, evit(x, 1.0)).item()
+    print(f"UniTransPose-T / EViTPose-T at keep 1.0 ({stem}): {ratio:.2f}")
     assert ratio <= 1.5
 
 
@@ -216,7 +234,7 @@ def test_it_is_a_zoo_model_with_a_fixed_knob(tmp_path) -> None:
     check_knob(loaded, None)
     with pytest.raises(UsageError, match="has no knob"):
         check_knob(loaded, 0.5)
-    with pytest.raises(ValueError, match="'patch' or 'yolo'"):
+    with pytest.raises(ValueError, match="patch, yolo, yolo_pyramid"):
         create_model("unitranspose_t", stem="yolo_neck")
     with pytest.raises(ValueError, match="as wide as yolo11n-pose"):
         UniTransPose(TINY, J, stem="yolo")
@@ -251,10 +269,57 @@ def test_the_yolo_stem_starts_from_yolo11n_pose_and_feeds_stage_1(yolo_pose_weig
     torch.testing.assert_close(seen[0].permute(0, 3, 1, 2), expected, atol=1e-4, rtol=1e-4)
 
 
-def test_the_onnx_export_equals_the_checkpoint(tmp_path) -> None:
+@pytest.mark.parametrize("hw", [(256, 192), (96, 80)])
+def test_the_pyramid_stem_gives_yolo11n_poses_own_maps(yolo_pose_weights, hw) -> None:
+    """``yolo_pyramid``'s levels are the outputs of yolo11n-pose's layers 2, 16, 19 and 22 run by Ultralytics
+    itself (the neck's skips routed by its own forward), cut to ceil(side / stride) past the padding."""
+    from ultralytics.nn.tasks import load_checkpoint
+
+    stem = YoloStem(None, "yolo_pyramid")
+    stem.init_from_yolo(yolo_pose_weights)
+    stem.eval()
+    teacher = load_checkpoint(str(yolo_pose_weights), device="cpu")[0].float().eval()
+    captured = {}
+    for layer, _, _ in PYRAMID_LEVELS:
+        teacher.model[layer].register_forward_hook(lambda _m, _i, out, k=layer: captured.update({k: out}))
+    x = torch.rand(2, 3, *hw)
+    with torch.no_grad():
+        teacher(torch.nn.functional.pad(x, (0, -hw[1] % 32, 0, -hw[0] % 32)))
+        levels = stem.levels(x)
+    for level, (layer, channels, stride) in zip(levels, PYRAMID_LEVELS, strict=True):
+        assert level.shape == (2, channels, math.ceil(hw[0] / stride), math.ceil(hw[1] / stride))
+        expected = captured[layer][..., : level.shape[-2], : level.shape[-1]]
+        torch.testing.assert_close(level, expected, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="no projection"):
+        YoloStem(64, "yolo_pyramid")
+    with pytest.raises(ValueError, match="UniTransPose"):
+        create_model("evitpose_t", stem="yolo_pyramid")
+
+
+def test_each_pyramid_stage_starts_from_its_neck_map_alone() -> None:
+    """The strided convolutions between the pyramid's stages start at zero: at first each stage takes its
+    level's 1x1 projection (plus the position embedding at the first), so training begins from the
+    teacher's features; the gradient still reaches the convolutions."""
+    model = create_model("unitranspose_t", img_hw=[96, 80], stem="yolo_pyramid").eval()
+    x = torch.rand(2, 3, 96, 80)
+    seen: dict[int, torch.Tensor] = {}
+    for i, stage in enumerate(model.stages):
+        stage.register_forward_pre_hook(lambda _m, args, i=i: seen.update({i: args[0]}))
+    with torch.no_grad():
+        model.pos_embed.zero_()
+        model(x)
+        levels = model.patch_embed.levels(x)
+    for i, level in enumerate(levels):
+        torch.testing.assert_close(seen[i], model.lateral[i](level).permute(0, 2, 3, 1))
+    model(x).heatmaps.sum().backward()
+    assert all(down.conv.weight.grad.abs().sum() > 0 for down in model.downsample.values())
+
+
+@pytest.mark.parametrize("stem", ["patch", "yolo_pyramid"])
+def test_the_onnx_export_equals_the_checkpoint(tmp_path, stem: str) -> None:
     hw = [96, 80]  # stage grids 24x20 .. 3x3: padded, shifted and single windows
     checkpoint, graph = tmp_path / "u.safetensors", tmp_path / "u.onnx"
-    save_model(create_model("unitranspose_t", img_hw=hw), checkpoint)
+    save_model(create_model("unitranspose_t", img_hw=hw, stem=stem), checkpoint)
     assert main(["export", "--weights", str(checkpoint), "--out", str(graph)]) == 0
     source, onnx = load_model(checkpoint), load_model(graph)
     assert onnx.knob.name == "none" and onnx.input_size == source.input_size and onnx.grid == source.grid
@@ -300,6 +365,20 @@ def test_the_windows_overlay_tints_where_the_joints_looked_inside_the_crop() -> 
     assert np.array_equal(draw_result(image, result, replace(plain, windows=True)), before)
 
 
+def test_joint_heat_places_each_stage_by_its_grid() -> None:
+    """A record whose first stage is at stride 8 (the pyramid stem's) spreads each stage's attention over
+    the stride-4 cells its patches cover, whichever stage the list starts with."""
+    grid = (12, 9)  # stride-8 stage 6x5, stride-16 3x3, stride-32 2x2
+    at8, at16, at32 = np.zeros((6, 5)), np.zeros((3, 3)), np.zeros((2, 2))
+    at8[1, 2], at16[2, 0], at32[0, 1] = 1.0, 1.0, 1.0
+    heat = joint_heat(grid, [at8, at16, at32])
+    expected = np.zeros(grid)
+    expected[2:4, 4:6] += 1 / 4
+    expected[8:12, 0:4] += 1 / 16
+    expected[0:8, 8:9] += 1 / 64
+    np.testing.assert_allclose(heat, expected)
+
+
 def test_main_train_runs_a_step(tmp_path, capsys) -> None:
     ann, images = write_dataset(tmp_path)
     out = tmp_path / "run"
@@ -316,3 +395,6 @@ def test_main_train_runs_a_step(tmp_path, capsys) -> None:
     evit = [*local[:2], "evitpose_t", *local[3:]]
     assert main(evit) == 2
     assert "--no-joint-tokens" in capsys.readouterr().err
+    pyramid = ["yolo_pyramid" if a == "patch" else a for a in evit[:-1]]
+    assert main(pyramid) == 2
+    assert "--stem yolo_pyramid gives UniTransPose" in capsys.readouterr().err

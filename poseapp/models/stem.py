@@ -8,6 +8,10 @@ Two depths of the same network give the same stride-16, 128-channel token grid:
   window and were trained to locate keypoints, which transfers far better to ordinary photos (the second
   probe of ``shared/TRAINING-FACTS.md``).
 
+A third, ``yolo_pyramid``, is the whole network but its pose head (layers 0-22) and gives a hierarchical
+encoder its four levels (``PYRAMID_LEVELS``): the backbone's stride-4 map and the PAN neck's P3, P4 and P5
+outputs, the maps yolo11n-pose's own head reads, all from one pass.
+
 The layers are built from Ultralytics' model description (no weights); ``init_from_yolo`` copies the
 teacher's trained tensors in at training time, so the project's checkpoints hold plain tensors like every
 other layer. A 1x1 convolution projects the features to the transformer width.
@@ -24,7 +28,7 @@ from torch import nn
 from .vit import PatchEmbed
 
 YOLO_CHANNELS = 128
-STEM_LAYERS: dict[str, int] = {"yolo": 7, "yolo_neck": 20}
+STEM_LAYERS: dict[str, int] = {"yolo": 7, "yolo_neck": 20, "yolo_pyramid": 23}
 """How many leading layers of yolo11n-pose each stem takes."""
 YOLO_LEVELS: tuple[tuple[int, int, int], ...] = ((0, 3, 64), (3, 5, 128), (5, 7, 128))
 """The ``yolo`` stem's body cut where its stride changes: (first layer, layer after the last, channels out)
@@ -34,8 +38,14 @@ STRIDE8_OUTPUT: dict[str, tuple[int, int]] = {"yolo": (4, 128), "yolo_neck": (16
 """Each stem's stride-8 map on the way to its output: (the layer that gives it, its channels). In
 ``yolo_neck`` it is the PAN neck's P3 output, the finest map yolo11n-pose's pose head reads;
 ``YoloStem.pyramid`` returns it beside the stride-16 features at no extra cost."""
+PYRAMID_LEVELS: tuple[tuple[int, int, int], ...] = ((2, 64, 4), (16, 64, 8), (19, 128, 16), (22, 256, 32))
+"""The ``yolo_pyramid`` stem's levels: (the layer that gives it, its channels, its stride)."""
 _STEM_STRIDE = 16
-_DEEPEST_STRIDE = {"yolo": 16, "yolo_neck": 32}  # the input is padded to a multiple of this
+_DEEPEST_STRIDE = {
+    "yolo": 16,
+    "yolo_neck": 32,
+    "yolo_pyramid": 32,
+}  # the input is padded to a multiple of this
 
 
 def yolo_stem_body(layers: int) -> nn.ModuleList:
@@ -53,17 +63,20 @@ def yolo_stem_body(layers: int) -> nn.ModuleList:
 
 
 class YoloStem(nn.Module):
-    """(B, 3, H, W) RGB in [0, 1] -> (B, H/16 * W/16, dim) tokens, for H and W multiples of 16."""
+    """(B, 3, H, W) RGB in [0, 1] -> (B, H/16 * W/16, dim) tokens, for H and W multiples of 16; the
+    ``yolo_pyramid`` kind has no projection and gives its levels (``levels``) instead."""
 
-    def __init__(self, dim: int, kind: str = "yolo") -> None:
+    def __init__(self, dim: int | None, kind: str = "yolo") -> None:
         super().__init__()
         if kind not in STEM_LAYERS:
             raise ValueError(f"unknown stem {kind!r}; known: {', '.join(STEM_LAYERS)}")
+        if (dim is None) != (kind == "yolo_pyramid"):
+            raise ValueError("the yolo_pyramid stem, and only it, has no projection (dim None)")
         self.kind = kind
         self.keep_statistics = False
         """BatchNorm in eval mode even while training (``freeze_body``)."""
         self.body = yolo_stem_body(STEM_LAYERS[kind])
-        self.proj = nn.Conv2d(YOLO_CHANNELS, dim, kernel_size=1)
+        self.proj = None if dim is None else nn.Conv2d(YOLO_CHANNELS, dim, kernel_size=1)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The stride-16 feature map (B, 128, H/16, W/16). The neck needs sides that are multiples of 32:
@@ -73,6 +86,21 @@ class YoloStem(nn.Module):
     def pyramid(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The stride-16 feature map and the stride-8 map the body computes on the way to it
         (``STRIDE8_OUTPUT``): (B, 128, H/16, W/16), (B, C8, H/8, W/8), from one pass."""
+        h, w = x.shape[-2:]
+        outputs = self._outputs(x)
+        stride8 = outputs[STRIDE8_OUTPUT[self.kind][0]]
+        return outputs[-1][..., : h // _STEM_STRIDE, : w // _STEM_STRIDE], stride8[..., : h // 8, : w // 8]
+
+    def levels(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The ``yolo_pyramid`` stem's maps (``PYRAMID_LEVELS``), finest first, from one pass: (B, C_i,
+        ceil(H / s_i), ceil(W / s_i)) for strides s_i 4, 8, 16 and 32 and H, W multiples of 4."""
+        h, w = x.shape[-2:]
+        outputs = self._outputs(x)
+        return [outputs[layer][..., : -(-h // s), : -(-w // s)] for layer, _, s in PYRAMID_LEVELS]
+
+    def _outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every body layer's output, the input zero-padded at the right and bottom to a multiple of the
+        deepest stride."""
         h, w = x.shape[-2:]
         multiple = _DEEPEST_STRIDE[self.kind]
         pad_h, pad_w = -h % multiple, -w % multiple
@@ -89,8 +117,7 @@ class YoloStem(nn.Module):
                 )
             x = layer(x)
             outputs.append(x)
-        stride8 = outputs[STRIDE8_OUTPUT[self.kind][0]]
-        return x[..., : h // _STEM_STRIDE, : w // _STEM_STRIDE], stride8[..., : h // 8, : w // 8]
+        return outputs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(self.features(x)).flatten(2).transpose(1, 2)
@@ -144,5 +171,9 @@ class YoloStem(nn.Module):
 
 def make_stem(kind: str, dim: int, patch: int) -> nn.Module:
     """The patch embedding a pose model's ``stem`` config names: ``patch`` (a linear ``patch`` x ``patch``
-    embedding) or one of the ``YoloStem`` depths (``STEM_LAYERS``)."""
+    embedding) or one of the ``YoloStem`` depths that end in a token grid (``STEM_LAYERS``)."""
+    if kind == "yolo_pyramid":
+        raise ValueError(
+            "the yolo_pyramid stem gives UniTransPose's four levels; a ViT takes patch, yolo or yolo_neck"
+        )
     return PatchEmbed(dim, patch) if kind == "patch" else YoloStem(dim, kind)

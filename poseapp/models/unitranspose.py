@@ -11,13 +11,23 @@ in the patches, where a ViT block's cost grows with their square, and still lets
 The joint tokens are learned once and carry over from stage to stage through a linear map to the next
 width. The decoder (``heads.SubPixelDecoder``) brings the four stages' features to stride 4 by pixel shuffle.
 
-Stems: ``patch`` (a 4x4 patch embedding and strided 3x3 convolutions between the stages, all from random
-weights, for the ablation) or ``yolo``, which warm-starts the early stages from yolo11n-pose's pose-trained
-backbone: its layers 0-2 embed the crop at stride 4 with 64 channels, layers 3-4 lead from stage 1 to stage
-2 (stride 8, 128 channels) and layers 5-6 with the stem's 1x1 projection from stage 2 to stage 3 (stride 16,
-``stem.YOLO_LEVELS``), so stages 1 and 2 have yolo11n-pose's widths there; a strided convolution leads to
-stage 4. The crop may be any multiple of 4 pixels a side: a grid that no window size divides is padded
-inside the window attention and cut back, and a grid of odd side is halved rounding up.
+Stems:
+
+- ``patch``: a 4x4 patch embedding and strided 3x3 convolutions between the stages, all from random weights,
+  for the ablation.
+- ``yolo``: the early stages warm-started from yolo11n-pose's pose-trained backbone: its layers 0-2 embed the
+  crop at stride 4 with 64 channels, layers 3-4 lead from stage 1 to stage 2 (stride 8, 128 channels) and
+  layers 5-6 with the stem's 1x1 projection from stage 2 to stage 3 (stride 16, ``stem.YOLO_LEVELS``), so
+  stages 1 and 2 have yolo11n-pose's widths there; a strided convolution leads to stage 4.
+- ``yolo_pyramid``: yolo11n-pose through its PAN neck (``stem.PYRAMID_LEVELS``) gives every level a
+  pose-trained map: its backbone's stride-4 map and the neck's P3, P4 and P5, each brought to the level's
+  width by a 1x1 convolution. The stride-4 level runs no blocks (its map goes to the decoder as it is; at
+  stride 4 attention costs the most and the neck's maps already carry the context); each later stage takes
+  its neck map plus a strided convolution of the stage before, which starts at zero so that training begins
+  from the teacher's features (``UniTransPoseSize.pyramid_depths``).
+
+The crop may be any multiple of 4 pixels a side: a grid that no window size divides is padded inside the
+window attention and cut back, and a grid of odd side is halved rounding up.
 
 The model has no run-time knob (``knob.FIXED``): every block runs both paths for every crop. Its record
 gives, per stage, the windows (crop-pixel boxes) and the attention the joint tokens gave each patch.
@@ -36,12 +46,13 @@ from torch import nn
 from .heads import SubPixelDecoder
 from .knob import FIXED, Knob
 from .record import PoseOutput
-from .stem import YOLO_LEVELS, YoloStem
+from .stem import PYRAMID_LEVELS, YOLO_LEVELS, YoloStem
 from .vit import DEFAULT_IMG_HW, Block, Mlp, PatchEmbed, attend, init_weights
 from .windows import WindowAttention, WindowLayout
 
 STEM_STRIDE = 4
 """Crop pixels per stage-1 patch; each later stage halves the grid."""
+STEMS = ("patch", "yolo", "yolo_pyramid")
 
 
 @dataclass(frozen=True)
@@ -54,6 +65,10 @@ class UniTransPoseSize:
     local_depths: tuple[int, ...]
     """Blocks of each stage in the local-only ablation (``joint_tokens=False``): the multiply-adds of the
     joint-token path spent on more stage-3 blocks, so that both variants cost about the same."""
+    pyramid_depths: tuple[int, ...]
+    """Blocks of each stage on the ``yolo_pyramid`` stem: none at stride 4, the rest deeper."""
+    pyramid_local_depths: tuple[int, ...]
+    """The same for the local-only ablation, at about the same cost."""
     window: int = 8
     """Largest window side, in patches (``WindowLayout.fit``)."""
     mlp_ratio: float = 4.0
@@ -61,10 +76,20 @@ class UniTransPoseSize:
 
 SIZES: dict[str, UniTransPoseSize] = {
     "t": UniTransPoseSize(
-        dims=(64, 128, 192, 256), depths=(1, 2, 3, 1), heads=(2, 4, 6, 8), local_depths=(1, 2, 7, 1)
+        dims=(64, 128, 192, 256),
+        depths=(1, 2, 3, 1),
+        heads=(2, 4, 6, 8),
+        local_depths=(1, 2, 7, 1),
+        pyramid_depths=(0, 1, 4, 1),
+        pyramid_local_depths=(0, 1, 7, 1),
     ),
     "s": UniTransPoseSize(
-        dims=(64, 128, 256, 384), depths=(2, 2, 6, 2), heads=(2, 4, 8, 12), local_depths=(2, 2, 11, 2)
+        dims=(64, 128, 256, 384),
+        depths=(2, 2, 6, 2),
+        heads=(2, 4, 8, 12),
+        local_depths=(2, 2, 11, 2),
+        pyramid_depths=(0, 2, 8, 2),
+        pyramid_local_depths=(0, 2, 14, 2),
     ),
 }
 """32 channels a head. Stages 1 and 2 have yolo11n-pose's widths, so that both sizes take the ``yolo`` stem.
@@ -209,9 +234,9 @@ class UniTransPose(nn.Module):
         joint_tokens: bool = True,
     ) -> None:
         super().__init__()
-        if stem not in ("patch", "yolo"):
+        if stem not in STEMS:
             raise ValueError(
-                f"UniTransPose's stem is 'patch' or 'yolo' (yolo11n-pose's backbone), not {stem!r}"
+                f"UniTransPose's stem is one of {', '.join(STEMS)} (yolo11n-pose's layers), not {stem!r}"
             )
         widths = tuple(channels for _, _, channels in YOLO_LEVELS[:-1])
         if stem == "yolo" and tuple(size.dims[: len(widths)]) != widths:
@@ -224,22 +249,42 @@ class UniTransPose(nn.Module):
         self.input_size = (img_hw[1], img_hw[0])
         """(w, h) of the crops it takes."""
         self.grid = (img_hw[0] // STEM_STRIDE, img_hw[1] // STEM_STRIDE)
-        """The stage-1 grid, which the position embedding and the record's stride-4 maps refer to."""
+        """The stride-4 grid, the heatmaps' and the record's stride-4 maps'."""
+        pyramid = stem == "yolo_pyramid"
+        if pyramid:
+            depths = size.pyramid_depths if joint_tokens else size.pyramid_local_depths
+        else:
+            depths = size.depths if joint_tokens else size.local_depths
+        self.first = next(i for i, depth in enumerate(depths) if depth)
+        """The first stage that runs blocks: the position embedding and the joint tokens start there."""
         last_yolo = len(YOLO_LEVELS) - 1  # the stage the yolo stem's projection feeds
-        self.patch_embed = (
-            PatchEmbed(dims[0], STEM_STRIDE) if stem == "patch" else YoloStem(dims[last_yolo], "yolo")
+        if stem == "patch":
+            self.patch_embed = PatchEmbed(dims[0], STEM_STRIDE)
+        else:
+            self.patch_embed = YoloStem(None if pyramid else dims[last_yolo], stem)
+        self.lateral = (
+            nn.ModuleList(
+                nn.Conv2d(channels, dim, 1)
+                for (_, channels, _), dim in zip(PYRAMID_LEVELS, dims, strict=True)
+            )
+            if pyramid
+            else None
         )
-        first_own = 1 if stem == "patch" else last_yolo + 1
+        first_own = 1 if stem != "yolo" else last_yolo + 1
         self.downsample = nn.ModuleDict(
             {str(i): Downsample(dims[i - 1], dims[i]) for i in range(first_own, len(dims))}
         )
-        self.pos_embed = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1], dims[0]))
-        self.joint_tokens = nn.Parameter(torch.zeros(1, num_joints, dims[0])) if joint_tokens else None
-        self.joint_proj = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(dims) if joint_tokens)
         grids = [self.grid]
         for _ in dims[1:]:
             grids.append(((grids[-1][0] + 1) // 2, (grids[-1][1] + 1) // 2))
-        depths = size.depths if joint_tokens else size.local_depths
+        first_grid = grids[self.first]
+        self.pos_embed = nn.Parameter(torch.zeros(1, first_grid[0] * first_grid[1], dims[self.first]))
+        self.joint_tokens = (
+            nn.Parameter(torch.zeros(1, num_joints, dims[self.first])) if joint_tokens else None
+        )
+        self.joint_proj = nn.ModuleList(
+            nn.Linear(a, b) for a, b in pairwise(dims[self.first :]) if joint_tokens
+        )
         self.stages = nn.ModuleList(
             Stage(dim, depth, heads, grid, size.window, size.mlp_ratio, joint_tokens)
             for dim, depth, heads, grid in zip(dims, depths, size.heads, grids, strict=True)
@@ -250,14 +295,21 @@ class UniTransPose(nn.Module):
         if self.joint_tokens is not None:
             nn.init.trunc_normal_(self.joint_tokens, std=0.02)
         self.apply(init_weights)
+        if pyramid:  # each stage starts from its neck map alone
+            for down in self.downsample.values():
+                nn.init.zeros_(down.conv.weight)
+                nn.init.zeros_(down.conv.bias)
         crop = torch.tensor([img_hw[1], img_hw[0]] * 2)
-        for i, stage in enumerate(self.stages):
-            boxes = torch.minimum(stage.layout.boxes() * (STEM_STRIDE << i), crop)
+        for i in range(self.first, len(self.stages)):
+            boxes = torch.minimum(self.stages[i].layout.boxes() * (STEM_STRIDE << i), crop)
             self.register_buffer(f"window_boxes{i}", boxes, persistent=False)
 
-    def _stage_input(self, i: int, x: torch.Tensor) -> torch.Tensor:
+    def _stage_input(self, i: int, x: torch.Tensor, levels: list[torch.Tensor] | None) -> torch.Tensor:
         """The input (B, rows, cols, C) of stage ``i`` (from 0): from the crop (B, 3, H, W) for the first,
-        else from stage ``i - 1``'s output."""
+        else from stage ``i - 1``'s output; on the pyramid stem, plus the stem's level ``i``."""
+        if levels is not None:
+            lateral = self.lateral[i](levels[i]).permute(0, 2, 3, 1)
+            return lateral if i == 0 else lateral + self.downsample[str(i)](x)
         if isinstance(self.patch_embed, YoloStem) and i < len(YOLO_LEVELS):
             maps = self.patch_embed.run(x if i == 0 else x.permute(0, 3, 1, 2), *YOLO_LEVELS[i][:2])
             if i == len(YOLO_LEVELS) - 1:
@@ -269,15 +321,16 @@ class UniTransPose(nn.Module):
 
     def forward(self, x: torch.Tensor, knob: float | None = None) -> PoseOutput:
         b = x.shape[0]
+        levels = self.patch_embed.levels(x) if self.lateral is not None else None
         joints = None if self.joint_tokens is None else self.joint_tokens.repeat(b, 1, 1)
         carried = 0 if joints is None else self.num_joints
         maps, attention, counts = [], [], []
         for i, stage in enumerate(self.stages):
-            x = self._stage_input(i, x)
-            if i == 0:
-                x = x + self.pos_embed.reshape(1, *self.grid, -1)
-            elif joints is not None:
-                joints = self.joint_proj[i - 1](joints)
+            x = self._stage_input(i, x, levels)
+            if i == self.first:
+                x = x + self.pos_embed.reshape(1, *stage.grid, -1)
+            elif i > self.first and joints is not None:
+                joints = self.joint_proj[i - self.first - 1](joints)
             x, joints, seen = stage(x, joints)
             maps.append(self.norms[i](x).permute(0, 3, 1, 2))
             if seen is not None:
@@ -289,5 +342,7 @@ class UniTransPose(nn.Module):
             self.knob.clamp(knob),
             self.grid,
             joint_attention=attention,
-            window_boxes=[getattr(self, f"window_boxes{i}").expand(b, -1, -1) for i in range(len(maps))],
+            window_boxes=[
+                getattr(self, f"window_boxes{i}").expand(b, -1, -1) for i in range(self.first, len(maps))
+            ],
         )

@@ -45,7 +45,10 @@ _CONV_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, int], int]] = 
 
 
 def conv_macs(module: nn.Module, input_hw: tuple[int, int]) -> int:
-    """Multiply-adds of every convolution in ``module`` for one (1, 3, h, w) input (shapes from a dry run)."""
+    """Multiply-adds of every convolution in ``module`` for one (1, 3, h, w) input (shapes from a dry run),
+    and of the attention products inside yolo11n-pose's C2PSA layer (a stem that reaches its layer 10)."""
+    from ultralytics.nn.modules.block import Attention as PSAttention
+
     cache = _CONV_CACHE.setdefault(module, {})
     if input_hw not in cache:
         total = 0
@@ -55,7 +58,15 @@ def conv_macs(module: nn.Module, input_hw: tuple[int, int]) -> int:
             kh, kw = conv.kernel_size
             total += output[0].numel() * (conv.in_channels // conv.groups) * kh * kw
 
+        def count_attention(attention: PSAttention, inputs: tuple, _output: torch.Tensor) -> None:
+            nonlocal total  # scores (N x N x key dims) and mixing (N x N x value dims) per head
+            _, channels, h, w = inputs[0].shape
+            total += (h * w) ** 2 * (attention.num_heads * attention.key_dim + channels)
+
         hooks = [m.register_forward_hook(count) for m in module.modules() if isinstance(m, nn.Conv2d)]
+        hooks += [
+            m.register_forward_hook(count_attention) for m in module.modules() if isinstance(m, PSAttention)
+        ]
         was_training = module.training
         try:
             module.eval()

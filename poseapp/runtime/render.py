@@ -8,6 +8,7 @@ mask are filled with cv2 (polygons in 1/16-pixel fixed point), then blended onto
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -290,13 +291,13 @@ def draw_merges(img: np.ndarray, person: Person) -> np.ndarray:
 
 
 def joint_heat(grid: tuple[int, int], joint_attention: list[np.ndarray]) -> np.ndarray:
-    """(rows, cols) of the stride-4 ``grid``: the stages' joint-token attention maps (stage s at stride
-    4 * 2**s), each spread evenly over the stride-4 cells its patches cover, summed; the part of a coarse
-    patch that overhangs the crop is left out."""
+    """(rows, cols) of the stride-4 ``grid``: the stages' joint-token attention maps (a stage at stride
+    4 * 2**s has ceil(rows / 2**s) rows), each spread evenly over the stride-4 cells its patches cover,
+    summed; the part of a coarse patch that overhangs the crop is left out."""
     rows, cols = grid
     heat = np.zeros((rows, cols))
-    for stage, seen in enumerate(joint_attention):
-        side = 1 << stage
+    for seen in joint_attention:
+        side = 1 << math.ceil(math.log2(rows / len(seen)))
         heat += np.kron(np.asarray(seen, dtype=np.float64), np.ones((side, side)))[:rows, :cols] / side**2
     return heat
 
