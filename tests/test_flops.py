@@ -9,6 +9,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from poseapp.models import create_model
 from poseapp.models.vit import explicit_attention
 from poseapp.runtime.flops import count_macs
+from poseapp.runtime.precision import autocast, bf16_weights
 
 
 def counted(model: torch.nn.Module, x: torch.Tensor, knob: float | None) -> tuple[float, float]:
@@ -74,3 +75,24 @@ def test_evitpose_s_half_keep_saves_30_to_44_percent() -> None:
     saving = 1 - half / full
     print(f"EViTPose-S: {full / 1e9:.2f} -> {half / 1e9:.2f} GFLOPs at keep 0.5 ({saving:.1%} less)")
     assert 0.30 <= saving <= 0.44
+
+
+@pytest.mark.parametrize(
+    ("name", "config"),
+    [
+        ("unitranspose_t", {"stem": "yolo_pyramid"}),
+        ("unitranspose_t", {"stem": "yolo"}),
+        ("evitpose_t", {"stem": "yolo_neck"}),
+    ],
+)
+def test_a_copy_with_bf16_weights_counts_as_its_model(name: str, config: dict) -> None:
+    """The pipeline runs ``bf16_weights`` copies, whose float32 norms and embeddings sit beside bfloat16
+    convolutions: the counter's dry run of them runs as inference does, and counts the same."""
+    model = create_model(name, **config).eval()
+    low = bf16_weights(model)
+    x = torch.rand(1, 3, 256, 192)
+    with torch.no_grad():
+        reference = float(count_macs(model, model(x, 1.0 if name == "evitpose_t" else None)).sum())
+        with autocast("bf16", x.device):
+            out = low(x, 1.0 if name == "evitpose_t" else None)
+    assert float(count_macs(low, out).sum()) == reference

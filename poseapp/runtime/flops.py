@@ -23,6 +23,7 @@ from ..models.unitranspose import JAGLBlock, UniTransPose
 from ..models.vit import ViTSize
 from ..models.vitpose import ViTPose
 from ..models.wbas import wbas_split
+from .precision import autocast
 
 
 def linear_macs(tokens: int | torch.Tensor, fan_in: int, fan_out: int) -> int | torch.Tensor:
@@ -70,9 +71,11 @@ def conv_macs(module: nn.Module, input_hw: tuple[int, int]) -> int:
         was_training = module.training
         try:
             module.eval()
-            with torch.no_grad():
-                param = next(module.parameters())
-                module(torch.zeros(1, 3, *input_hw, dtype=param.dtype, device=param.device))
+            device = next(module.parameters()).device
+            # a copy with bfloat16 weights (``precision.bf16_weights``) keeps float32 norms: run it as it runs
+            low = any(p.dtype == torch.bfloat16 for p in module.parameters())
+            with torch.no_grad(), autocast("bf16" if low else "fp32", device):
+                module(torch.zeros(1, 3, *input_hw, device=device))
         finally:
             module.train(was_training)
             for hook in hooks:
