@@ -41,11 +41,8 @@ STRIDE8_OUTPUT: dict[str, tuple[int, int]] = {"yolo": (4, 128), "yolo_neck": (16
 PYRAMID_LEVELS: tuple[tuple[int, int, int], ...] = ((2, 64, 4), (16, 64, 8), (19, 128, 16), (22, 256, 32))
 """The ``yolo_pyramid`` stem's levels: (the layer that gives it, its channels, its stride)."""
 _STEM_STRIDE = 16
-_DEEPEST_STRIDE = {
-    "yolo": 16,
-    "yolo_neck": 32,
-    "yolo_pyramid": 32,
-}  # the input is padded to a multiple of this
+# the input is padded to a multiple of this
+_DEEPEST_STRIDE = {"yolo": 16, "yolo_neck": 32, "yolo_pyramid": 32}
 
 
 def yolo_stem_body(layers: int) -> nn.ModuleList:
