@@ -126,6 +126,10 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise UsageError("--stem yolo_pyramid gives UniTransPose's levels; a ViT takes yolo or yolo_neck")
     if args.no_joint_tokens and not args.model.startswith("unitranspose"):
         raise UsageError("--no-joint-tokens is UniTransPose's ablation; other models have no such path")
+    if args.head_lateral and (
+        not args.model.startswith(("vitpose", "evitpose")) or args.stem not in ("yolo", "yolo_neck")
+    ):
+        raise UsageError("--head-lateral feeds a ViTPose or EViTPose head from the yolo or yolo_neck stem")
     if args.seed < 0:
         raise UsageError(f"--seed must be 0 or more, got {args.seed}")
     if args.steps < 0 or args.max_steps < 0 or args.warmup_steps < 0:
@@ -169,7 +173,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         quality_from_epoch=args.quality_from_epoch, quality_target=args.quality_target,
         warmup_steps=args.warmup_steps, paste_prob=args.paste_prob, resume=args.resume,
         scale_range=(low, high), distill=args.distill or "", distill_share=args.distill_share, ema=args.ema,
-        joint_tokens=not args.no_joint_tokens, seed=args.seed,
+        joint_tokens=not args.no_joint_tokens, head_lateral=args.head_lateral, seed=args.seed,
     )  # fmt: skip
     try:
         best = train(cfg)
@@ -611,6 +615,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument(
         "--no-joint-tokens", action="store_true",
         help="UniTransPose: the local-only ablation, without the joint-token path",
+    )  # fmt: skip
+    tr.add_argument(
+        "--head-lateral", action="store_true",
+        help="ViTPose / EViTPose with a conv stem: the head also reads the stem's stride-8 and stride-4 maps",
     )  # fmt: skip
     tr.add_argument("--workers", type=int, default=1)
     tr.add_argument("--threads", type=int, default=0)

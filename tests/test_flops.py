@@ -27,6 +27,8 @@ def counted(model: torch.nn.Module, x: torch.Tensor, knob: float | None) -> tupl
         ("evitpose_t", [1.0, 0.7, 0.5, 0.25], {}),
         ("evitpose_t", [1.0, 0.5], {"stem": "yolo"}),
         ("evitpose_t", [1.0, 0.5], {"head": "tokens"}),
+        ("evitpose_t", [1.0, 0.5], {"stem": "yolo_neck", "head_lateral": True}),
+        ("vitpose_t", [None], {"stem": "yolo", "head_lateral": True}),
         ("emgpose_t", [0.0, 1.0], {}),
         ("emgpose_t", [0.0, 1.0], {"head": "tokens"}),
         ("emgpose_t", [0.0, 1.0], {"stem": "yolo"}),

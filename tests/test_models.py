@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from poseapp.models import EMGPose, EViTPose, ViTPose, WeightsError, create_model, load_model, save_model
 from poseapp.models.emgpose import cover_weights, unmerge
-from poseapp.models.stem import STRIDE8_OUTPUT, YoloStem
+from poseapp.models.stem import FINER_OUTPUTS, YoloStem
 from poseapp.models.vit import Attention, ViTSize, explicit_attention
 from poseapp.models.wbas import wbas_merge
 from poseapp.runtime.flops import count_macs
@@ -282,7 +282,7 @@ def reference_forward(model: EMGPose, x: torch.Tensor, eta: float) -> tuple[torc
         cells = {3: order[:high], 2: order[high : high + mid], 1: order[high + mid :]}
         images = {3: F.interpolate(x[i : i + 1], scale_factor=1.5, mode="bilinear"), 2: x[i : i + 1]}
         if isinstance(model.patch_embed, YoloStem):  # one stem pass over the full crop
-            stride16, stride8 = model.patch_embed.pyramid(x[i : i + 1])
+            stride16, stride8, _ = model.patch_embed.pyramid(x[i : i + 1])
             full = model.patch_embed.proj(stride16)
             thirds = (3 * rows, 3 * cols)
             stem_grids = {
@@ -431,8 +431,8 @@ def test_emgpose_conv_stem_tokens_come_from_one_pass_over_the_full_crop(stem: st
     assert [tuple(shape[-2:]) for shape in passes] == [(128, 96), (256, 192)]
     fine = fine_input[0]
     with torch.no_grad():
-        stride16, stride8 = model.patch_embed.pyramid(x)
-        assert stride8.shape == (1, STRIDE8_OUTPUT[stem][1], 32, 24)
+        stride16, stride8, _ = model.patch_embed.pyramid(x)
+        assert stride8.shape == (1, FINER_OUTPUTS[stem][0][1], 32, 24)
         full = model.patch_embed.proj(stride16)
         thirds = F.interpolate(full, (24, 18), mode="bilinear")
     levels = {16: 0, 11: 0}
@@ -477,3 +477,53 @@ def test_bf16_weights_compute_what_autocast_computes_and_leave_the_model_alone()
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert cast.blocks[0].attn.qkv.weight.dtype == torch.bfloat16
     assert cast.norm.weight.dtype == torch.float32  # autocast keeps normalisations in float32
+
+
+@pytest.mark.parametrize(("family", "stem"), [(EViTPose, "yolo_neck"), (ViTPose, "yolo")])
+def test_the_lateral_head_starts_as_the_head_without_it_and_reads_the_stems_finer_maps(family, stem) -> None:
+    from poseapp.engine.train import seed_from
+
+    torch.manual_seed(0)
+    plain = family(TINY, J, img_hw=(64, 48), stem=stem).eval()
+    lateral = family(TINY, J, img_hw=(64, 48), stem=stem, head_lateral=True).eval()
+    assert len(seed_from(lateral, plain)) == len(plain.state_dict())
+    x = torch.rand(2, 3, 64, 48)
+    knob = 0.5 if family is EViTPose else None
+    with torch.no_grad():
+        torch.testing.assert_close(lateral(x, knob).heatmaps, plain(x, knob).heatmaps, atol=0, rtol=0)
+    seen: list[torch.Tensor] = []
+    for conv in lateral.head.lateral:
+        conv.register_forward_hook(lambda _m, args, _o: seen.append(args[0]))
+    lateral.train()
+    lateral(x, knob).heatmaps.square().sum().backward()
+    with torch.no_grad():
+        _, stride8, stride4 = lateral.patch_embed.pyramid(x)
+    torch.testing.assert_close(seen[0], stride8)
+    torch.testing.assert_close(seen[1], stride4)
+    assert seen[0].shape[-2:] == (8, 6) and seen[1].shape[-2:] == (16, 12)
+    assert all(conv.weight.grad.abs().sum() > 0 for conv in lateral.head.lateral)
+
+
+def test_the_lateral_head_folds_its_batchnorm_like_the_plain_one() -> None:
+    from poseapp.models.zoo import prepare_for_inference
+
+    torch.manual_seed(0)
+    model = EViTPose(TINY, J, img_hw=(64, 48), stem="yolo_neck", head_lateral=True).eval()
+    for module in model.modules():  # nonzero laterals and BatchNorm statistics, as after training
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    for conv in model.head.lateral:
+        torch.nn.init.normal_(conv.weight, std=0.1)
+    x = torch.rand(2, 3, 64, 48)
+    with torch.no_grad():
+        want = model(x, 0.5).heatmaps
+        got = prepare_for_inference(model)(x.contiguous(memory_format=torch.channels_last), 0.5).heatmaps
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_a_lateral_head_needs_a_conv_stem_and_the_grid_head() -> None:
+    with pytest.raises(ValueError, match="yolo or yolo_neck stem, not patch"):
+        EViTPose(TINY, J, head_lateral=True)
+    with pytest.raises(ValueError, match="grid head"):
+        EViTPose(TINY, J, stem="yolo_neck", head="tokens", head_lateral=True)

@@ -191,3 +191,20 @@ def test_the_viewer_lists_exports_with_their_model_and_knob(tmp_path, exported) 
     assert labels == ["broken.onnx (not a checkpoint)", "evitpose_t.safetensors (evitpose_t)",
                       "evitpose_t.onnx (evitpose_t ONNX, keep_ratio 0.5)"]  # fmt: skip
     assert describe_weights(exported["emgpose_t"][1]) == "emgpose_t ONNX, eta 1"
+
+
+def test_a_lateral_head_exports_with_its_finer_maps(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = create_model("evitpose_t", img_hw=HW, stem="yolo_neck", head_lateral=True)
+    with torch.no_grad():
+        model.head.out.weight.mul_(30)
+        for conv in model.head.lateral:
+            torch.nn.init.normal_(conv.weight, std=0.1)
+    checkpoint, graph = tmp_path / "lateral.safetensors", tmp_path / "lateral.onnx"
+    save_model(model, checkpoint)
+    assert main(["export", "--weights", str(checkpoint), "--out", str(graph), "--knob", "0.5"]) == 0
+    source, onnx = load_model(checkpoint), load_model(graph)
+    x = crops(3)
+    with torch.no_grad():
+        want = source(x, 0.5)
+    torch.testing.assert_close(onnx(x).heatmaps, want.heatmaps, atol=1e-4, rtol=1e-4)

@@ -453,3 +453,24 @@ def test_a_teacher_of_another_crop_size_is_refused(tmp_path, capsys) -> None:
     assert "--ema" in capsys.readouterr().err
     assert main([*argv, "--distill", str(teacher), "--loss", "mse"]) == 2
     assert "--loss ce" in capsys.readouterr().err
+
+
+def test_a_lateral_head_seeded_from_a_model_without_it_starts_where_that_model_is(
+    tmp_path, yolo_pose_weights, capsys
+) -> None:
+    source = create_model("evitpose_t", stem="yolo_neck", img_hw=[64, 48]).eval()
+    path = tmp_path / "plain.safetensors"
+    save_model(source, path)
+    cfg = TrainConfig(
+        stem="yolo_neck", img_hw=(64, 48), init_from=str(path), stem_weights=str(yolo_pose_weights),
+        head_lateral=True,
+    )  # fmt: skip
+    model = build_model(cfg).eval()
+    assert model.config["head_lateral"] is True
+    x = torch.rand(2, 3, 64, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, 0.5).heatmaps, load_model(path)(x, 0.5).heatmaps)
+    ann, images = write_dataset(tmp_path)
+    for args in (["--stem", "patch"], ["--model", "emgpose_t", "--stem", "yolo_neck"]):
+        assert main(["train", "--train", ann, images, "--head-lateral", *args]) == 2
+        assert "--head-lateral feeds a ViTPose or EViTPose head" in capsys.readouterr().err

@@ -84,6 +84,8 @@ class TrainConfig:
     """EMGPose: what its quality predictor learns (``losses.quality_target``)."""
     joint_tokens: bool = True
     """UniTransPose: False builds the local-only ablation (no joint-token path)."""
+    head_lateral: bool = False
+    """A fresh ViTPose / EViTPose head that also reads the conv stem's stride-8 and stride-4 maps."""
     paste_prob: float = 0.0
     """Probability that a training crop gets another person pasted over it (``AugmentConfig.paste_prob``)."""
     scale_range: tuple[float, float] = AugmentConfig.scale_range
@@ -221,6 +223,8 @@ def build_model(cfg: TrainConfig) -> nn.Module:
     config = {"stem": cfg.stem} if cfg.stem != "patch" else {}
     if not cfg.joint_tokens:
         config["joint_tokens"] = False
+    if cfg.head_lateral:
+        config["head_lateral"] = True
     if tuple(cfg.img_hw) != DEFAULT_IMG_HW:
         config["img_hw"] = list(cfg.img_hw)
     model = create_model(cfg.model, **config)

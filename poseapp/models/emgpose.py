@@ -37,7 +37,7 @@ from torch import nn
 from .heads import DeconvHead, TokenHeatmapHead, heatmap_hw
 from .knob import Knob
 from .record import PoseOutput
-from .stem import STRIDE8_OUTPUT, YoloStem, make_stem
+from .stem import FINER_OUTPUTS, YoloStem, make_stem
 from .vit import DEFAULT_IMG_HW, Block, Mlp, ViTSize, init_weights, patch_importance
 from .wbas import wbas_merge
 
@@ -171,7 +171,7 @@ class EMGPose(nn.Module):
         self.fine_proj: nn.Conv2d | None = None
         """Conv stem: the stride-8 map's projection into the 3x3 cells' tokens."""
         if isinstance(self.patch_embed, YoloStem):
-            self.fine_proj = nn.Conv2d(STRIDE8_OUTPUT[stem][1], dim, kernel_size=1)
+            self.fine_proj = nn.Conv2d(FINER_OUTPUTS[stem][0][1], dim, kernel_size=1)
         for p in (self.pos_coarse, self.pos_fine, self.keypoint_tokens, self.quality_token):
             nn.init.trunc_normal_(p, std=0.02)
         self.apply(init_weights)
@@ -326,7 +326,7 @@ class EMGPose(nn.Module):
         """Conv stem: the tokens (B, N_s, D) of every cell of the 2x2 (s = 2) and 3x3 (s = 3) grids, from one
         stem pass over the full crop."""
         rows, cols = self.grid
-        stride16, stride8 = self.patch_embed.pyramid(x)
+        stride16, stride8, _ = self.patch_embed.pyramid(x)
         full = self.patch_embed.proj(stride16)
         thirds = _resized(full, 3 * rows, 3 * cols) + self.fine_proj(_resized(stride8, 3 * rows, 3 * cols))
         return {2: full.flatten(2).transpose(1, 2), 3: thirds.flatten(2).transpose(1, 2)}

@@ -7,7 +7,8 @@ ranks the patches and the top ``keep_ratio`` share is gathered into a smaller de
 Two heads: ``"tokens"`` (TokenPose-style: each joint token through an MLP to its heatmap) and ``"grid"``
 (every patch scattered back to the 16x12 grid in the state it last had, kept ones after the last block,
 dropped ones as they were when dropped, then a small deconvolution head). The grid head learns much
-faster at this project's compute; the joint tokens still choose the patches.
+faster at this project's compute; the joint tokens still choose the patches. With ``head_lateral`` the grid
+head also reads the conv stem's stride-8 and stride-4 maps (``DeconvHead``), which no pruning touches.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from torch import nn
 from .heads import DeconvHead, TokenHeatmapHead, heatmap_hw
 from .knob import Knob
 from .record import PoseOutput
-from .stem import make_stem
+from .stem import embed_with_finer, lateral_channels, make_stem
 from .vit import DEFAULT_IMG_HW, Block, ViTSize, init_weights, patch_importance
 
 
@@ -45,6 +46,7 @@ class EViTPose(nn.Module):
         head_hidden: int = 384,
         head: str = "grid",
         head_channels: int = 128,
+        head_lateral: bool = False,
     ) -> None:
         super().__init__()
         self.size, self.num_joints, self.patch = size, num_joints, patch
@@ -59,9 +61,17 @@ class EViTPose(nn.Module):
         self.norm = nn.LayerNorm(size.dim, eps=1e-6)
         if head not in ("grid", "tokens"):
             raise ValueError(f"EViTPose head must be 'grid' or 'tokens', not {head!r}")
+        if head_lateral and head != "grid":
+            raise ValueError("lateral connections belong to the grid head")
         self.head_type = head
+        self.head_lateral = head_lateral
         self.head = (
-            DeconvHead(size.dim, num_joints, head_channels)
+            DeconvHead(
+                size.dim,
+                num_joints,
+                head_channels,
+                lateral=lateral_channels(self.patch_embed) if head_lateral else (),
+            )
             if head == "grid"
             else TokenHeatmapHead(size.dim, head_hidden, heatmap_hw(img_hw))
         )
@@ -77,7 +87,8 @@ class EViTPose(nn.Module):
     def forward(self, x: torch.Tensor, keep_ratio: float | None = None) -> PoseOutput:
         keep = self.knob.clamp(keep_ratio)
         j = self.num_joints
-        patches = self.patch_embed(x) + self.pos_embed
+        patches, finer = embed_with_finer(self.patch_embed, x, self.head_lateral)
+        patches = patches + self.pos_embed
         b, n, d = patches.shape
         tokens = torch.cat([self.joint_tokens.expand(b, -1, -1), patches], dim=1)
         index = torch.arange(n, device=x.device).expand(b, n)
@@ -100,7 +111,7 @@ class EViTPose(nn.Module):
                 kept.append(index)
         if self.head_type == "grid":
             grid = self.norm(_scatter_rows(last_state, index, tokens[:, j:]))
-            heatmaps = self.head(grid.transpose(1, 2).reshape(b, d, *self.grid))
+            heatmaps = self.head(grid.transpose(1, 2).reshape(b, d, *self.grid), finer)
         else:
             heatmaps = self.head(self.norm(tokens[:, :j]))
         per_block = torch.tensor(counts, dtype=torch.long).expand(b, -1).clone()

@@ -19,9 +19,18 @@ def heatmap_hw(img_hw: tuple[int, int]) -> tuple[int, int]:
 
 
 class DeconvHead(nn.Module):
-    """ViTPose's classic decoder: two stride-2 transposed convolutions, BN, ReLU, then a 1x1 conv."""
+    """ViTPose's classic decoder: two stride-2 transposed convolutions, BN, ReLU, then a 1x1 conv.
 
-    def __init__(self, dim: int, joints: int, channels: int = 256, kernel: int = 4) -> None:
+    With ``lateral`` (the channels of a stride-8 and a stride-4 map of the same crop) each upsampled map
+    also gets that finer map through a 1x1 convolution, added before its ReLU: the skip connections of a
+    U-Net or a feature pyramid (Lin et al., "Feature Pyramid Networks for Object Detection", CVPR 2017),
+    which bring a conv stem's fine detail to a decoder that otherwise sees only the stride-16 patch grid.
+    They start at zero, so a model trained without them keeps its output when they are added.
+    """
+
+    def __init__(
+        self, dim: int, joints: int, channels: int = 256, kernel: int = 4, lateral: Sequence[int] = ()
+    ) -> None:
         super().__init__()
         self.channels = channels
         self.kernel = kernel
@@ -34,10 +43,25 @@ class DeconvHead(nn.Module):
             ]
         self.up = nn.Sequential(*layers)
         self.out = nn.Conv2d(channels, joints, 1)
+        if len(lateral) not in (0, 2):
+            raise ValueError("lateral takes the channels of a stride-8 and a stride-4 map, or nothing")
+        self.lateral = nn.ModuleList(nn.Conv2d(c, channels, 1) for c in lateral)
+        for conv in self.lateral:
+            nn.init.zeros_(conv.weight)
+            nn.init.zeros_(conv.bias)
 
-    def forward(self, grid: torch.Tensor) -> torch.Tensor:
-        """(B, D, h, w) patch features -> (B, J, 4h, 4w) heatmaps."""
-        return self.out(self.up(grid))
+    def forward(self, grid: torch.Tensor, finer: Sequence[torch.Tensor] = ()) -> torch.Tensor:
+        """(B, D, h, w) patch features -> (B, J, 4h, 4w) heatmaps; ``finer``: the (B, C, 2h, 2w) and
+        (B, C', 4h, 4w) maps the ``lateral`` convolutions take (required when the head has them)."""
+        if len(finer) != len(self.lateral):
+            raise ValueError(f"the head takes {len(self.lateral)} finer maps, got {len(finer)}")
+        x, stage = grid, 0
+        for layer in self.up:
+            if isinstance(layer, nn.ReLU) and self.lateral:
+                x = x + self.lateral[stage](finer[stage])
+                stage += 1
+            x = layer(x)
+        return self.out(x)
 
     def fuse(self) -> None:
         """Fold each BatchNorm into the transposed convolution before it (inference only)."""

@@ -34,10 +34,14 @@ YOLO_LEVELS: tuple[tuple[int, int, int], ...] = ((0, 3, 64), (3, 5, 128), (5, 7,
 """The ``yolo`` stem's body cut where its stride changes: (first layer, layer after the last, channels out)
 of the pieces that end at strides 4, 8 and 16. A hierarchical encoder runs its own stages between them
 (``YoloStem.run``)."""
-STRIDE8_OUTPUT: dict[str, tuple[int, int]] = {"yolo": (4, 128), "yolo_neck": (16, 64)}
-"""Each stem's stride-8 map on the way to its output: (the layer that gives it, its channels). In
-``yolo_neck`` it is the PAN neck's P3 output, the finest map yolo11n-pose's pose head reads;
-``YoloStem.pyramid`` returns it beside the stride-16 features at no extra cost."""
+FINER_OUTPUTS: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {
+    "yolo": ((4, 128), (2, 64)),
+    "yolo_neck": ((16, 64), (2, 64)),
+}
+"""Each stem's stride-8 and stride-4 maps on the way to its output: (the layer that gives it, its
+channels). In ``yolo_neck`` the stride-8 map is the PAN neck's P3 output, the finest map yolo11n-pose's
+pose head reads; the stride-4 map is the backbone's first C3k2. ``YoloStem.pyramid`` returns both beside
+the stride-16 features at no extra cost."""
 PYRAMID_LEVELS: tuple[tuple[int, int, int], ...] = ((2, 64, 4), (16, 64, 8), (19, 128, 16), (22, 256, 32))
 """The ``yolo_pyramid`` stem's levels: (the layer that gives it, its channels, its stride)."""
 _STEM_STRIDE = 16
@@ -80,13 +84,17 @@ class YoloStem(nn.Module):
         others are zero-padded at the right and bottom and the grid cut back afterwards."""
         return self.pyramid(x)[0]
 
-    def pyramid(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The stride-16 feature map and the stride-8 map the body computes on the way to it
-        (``STRIDE8_OUTPUT``): (B, 128, H/16, W/16), (B, C8, H/8, W/8), from one pass."""
+    def pyramid(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The stride-16 feature map and the stride-8 and stride-4 maps the body computes on the way to it
+        (``FINER_OUTPUTS``): (B, 128, H/16, W/16), (B, C8, H/8, W/8), (B, C4, H/4, W/4), from one pass."""
         h, w = x.shape[-2:]
         outputs = self._outputs(x)
-        stride8 = outputs[STRIDE8_OUTPUT[self.kind][0]]
-        return outputs[-1][..., : h // _STEM_STRIDE, : w // _STEM_STRIDE], stride8[..., : h // 8, : w // 8]
+        (layer8, _), (layer4, _) = FINER_OUTPUTS[self.kind]
+        return (
+            outputs[-1][..., : h // _STEM_STRIDE, : w // _STEM_STRIDE],
+            outputs[layer8][..., : h // 8, : w // 8],
+            outputs[layer4][..., : h // 4, : w // 4],
+        )
 
     def levels(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The ``yolo_pyramid`` stem's maps (``PYRAMID_LEVELS``), finest first, from one pass: (B, C_i,
@@ -117,7 +125,11 @@ class YoloStem(nn.Module):
         return outputs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.features(x)).flatten(2).transpose(1, 2)
+        return self.embed(self.features(x))
+
+    def embed(self, features: torch.Tensor) -> torch.Tensor:
+        """Tokens (B, h * w, dim) of a stride-16 feature map (B, 128, h, w)."""
+        return self.proj(features).flatten(2).transpose(1, 2)
 
     def run(self, x: torch.Tensor, first: int, stop: int) -> torch.Tensor:
         """Body layers ``first`` to ``stop - 1`` on the map ``x`` (B, C, H, W), one after the other (the
@@ -174,3 +186,22 @@ def make_stem(kind: str, dim: int, patch: int) -> nn.Module:
             "the yolo_pyramid stem gives UniTransPose's four levels; a ViT takes patch, yolo or yolo_neck"
         )
     return PatchEmbed(dim, patch) if kind == "patch" else YoloStem(dim, kind)
+
+
+def lateral_channels(stem: nn.Module) -> tuple[int, int]:
+    """Channels of the stride-8 and stride-4 maps ``stem`` gives a head's lateral connections
+    (``DeconvHead``); only the conv stems that end in a token grid have them."""
+    if not isinstance(stem, YoloStem) or stem.kind not in FINER_OUTPUTS:
+        kind = getattr(stem, "kind", "patch")
+        raise ValueError(f"a head's lateral maps come from the yolo or yolo_neck stem, not {kind}")
+    (_, c8), (_, c4) = FINER_OUTPUTS[stem.kind]
+    return c8, c4
+
+
+def embed_with_finer(stem: nn.Module, x: torch.Tensor, finer: bool) -> tuple[torch.Tensor, tuple]:
+    """``stem``'s tokens (B, N, D) of the crops ``x``, and with ``finer`` its stride-8 and stride-4 maps (for
+    a head's lateral connections) from the same pass; else no maps."""
+    if not finer:
+        return stem(x), ()
+    features, stride8, stride4 = stem.pyramid(x)
+    return stem.embed(features), (stride8, stride4)

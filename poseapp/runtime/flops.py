@@ -89,7 +89,8 @@ def deconv_head_macs(head: DeconvHead, dim: int, joints: int, grid: tuple[int, i
     k2, c = head.kernel**2, head.channels
     first = h * w * dim * c * k2
     second = (2 * h) * (2 * w) * c * c * k2
-    return first + second + (4 * h) * (4 * w) * c * joints
+    lateral = sum(conv.in_channels * c * (2**i * h) * (2**i * w) for i, conv in enumerate(head.lateral, 1))
+    return first + second + lateral + (4 * h) * (4 * w) * c * joints
 
 
 def token_head_macs(head: TokenHeatmapHead, dim: int, joints: int) -> int:
