@@ -3,7 +3,8 @@
 Per person of the corpus hold-out (the last 500 people of human-dataset, as ``train --holdout 500`` and
 ``calibrate --last 500`` take them), the coarse and the fine stage's OKS from one pass at eta 1; then the mean
 OKS when a share of the people run the fine stage, chosen by the quality predictor (lowest Q first, as EMGPose
-routes), by the true coarse OKS (lowest first) or by an oracle that knows each person's gain.
+routes), by the coarse heatmaps' mean peak over the 17 COCO joints (least confident first), by the true coarse
+OKS (lowest first) or by an oracle that knows each person's gain.
 
     python docs/scripts/emgpose_routing.py weights/emgpose_t.safetensors
 """
@@ -29,9 +30,11 @@ def main(weights: str) -> None:
     people = split_people(load_people("runs/corpus/human-dataset.json", "runs/data/human-dataset"), 500)[1]
     dataset = PoseDataset(people, train=False, input_size=model.input_size)
     model.coarse_for_all = True
-    coarse, fine, quality = [], [], []
+    coarse, fine, quality, confidence = [], [], [], []
     for posed in predict_batches(TopDownPredictor(model, "cpu", "fp32"), dataset, model.knob.high, 32):
-        coarse.append(image_keypoints(posed.output.coarse_heatmaps, posed.matrices)[0])
+        coarse_xy, coarse_scores = image_keypoints(posed.output.coarse_heatmaps, posed.matrices)
+        coarse.append(coarse_xy)
+        confidence.append(np.asarray(coarse_scores)[:, :17].mean(axis=1))
         fine.append(posed.keypoints)
         quality.append(posed.output.quality.float().numpy())
     truth = np.stack([p.xy for p in people]), np.stack([p.visibility for p in people])
@@ -40,6 +43,7 @@ def main(weights: str) -> None:
     oks_fine = person_oks(np.concatenate(fine), *truth, boxes)
     labelled = ~np.isnan(oks_coarse)
     oks_coarse, oks_fine, q = oks_coarse[labelled], oks_fine[labelled], np.concatenate(quality)[labelled]
+    sure = np.concatenate(confidence)[labelled]
     gain = oks_fine - oks_coarse
     print(
         f"{labelled.sum()} people: mean OKS coarse {oks_coarse.mean():.3f}, fine {oks_fine.mean():.3f}; "
@@ -47,16 +51,23 @@ def main(weights: str) -> None:
     )
     rank = {
         name: spearmanr(a, b)[0]
-        for name, (a, b) in {"Q / coarse OKS": (q, oks_coarse), "Q / gain": (q, gain)}.items()
+        for name, (a, b) in {
+            "Q / coarse OKS": (q, oks_coarse),
+            "Q / gain": (q, gain),
+            "coarse confidence / gain": (sure, gain),
+        }.items()
     }
     print(
         "Spearman: " + ", ".join(f"{name} {r:.2f}" for name, r in rank.items()) + ", "
         f"coarse OKS / gain {spearmanr(oks_coarse, gain)[0]:.2f}"
     )
-    print("fine share | lowest Q first | lowest coarse OKS first | largest gain first (oracle)")
+    print(
+        "fine share | lowest Q first | lowest coarse confidence first | lowest coarse OKS first | "
+        "largest gain first (oracle)"
+    )
     for share in SHARES:
         rows = []
-        for order in (np.argsort(q), np.argsort(oks_coarse), np.argsort(-gain)):
+        for order in (np.argsort(q), np.argsort(sure), np.argsort(oks_coarse), np.argsort(-gain)):
             fine_stage = np.zeros(len(gain), bool)
             fine_stage[order[: round(share * len(gain))]] = True
             rows.append(np.where(fine_stage, oks_fine, oks_coarse).mean())
