@@ -12,7 +12,7 @@ from poseapp.models import create_model, load_model, save_model
 
 def _saved(tmp_path, name: str, seed: int, **config) -> str:
     torch.manual_seed(seed)
-    model = create_model("evitpose_t", stem="patch", **config)
+    model = create_model("evitpose_t", **{"stem": "patch", **config})
     path = tmp_path / f"{name}.safetensors"
     save_model(model, path)
     return str(path)
@@ -43,3 +43,20 @@ def test_a_soup_refuses_one_checkpoint_and_different_models(tmp_path, capsys) ->
     assert "not evitpose_t" in capsys.readouterr().err
     assert main(["soup", a, str(tmp_path / "missing.safetensors"), "--out", str(tmp_path / "s.safetensors")])
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_checkpoint_without_lateral_connections_joins_a_lateral_soup_at_zero(tmp_path) -> None:
+    plain = _saved(tmp_path, "plain", 0, img_hw=[64, 48], stem="yolo_neck")
+    torch.manual_seed(1)
+    model = create_model("evitpose_t", stem="yolo_neck", img_hw=[64, 48], head_lateral=True)
+    for conv in model.head.lateral:
+        torch.nn.init.normal_(conv.weight)
+    lateral = tmp_path / "lateral.safetensors"
+    save_model(model, lateral)
+    soup = average_checkpoints([plain, str(lateral)])
+    assert soup.config["head_lateral"] is True
+    trained, start = load_model(lateral).state_dict(), load_model(plain).state_dict()
+    for name, tensor in soup.state_dict().items():
+        if tensor.is_floating_point():
+            expected = (trained[name] + start.get(name, torch.zeros_like(trained[name]))) / 2
+            torch.testing.assert_close(tensor, expected, msg=name)
