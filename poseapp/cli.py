@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from .models.vit import DEFAULT_IMG_HW
 from .models.zoo import read_metadata, save_model
 from .paths import default_detector
 from .runtime.build import UsageError, check_knob, overlays_from_args, pipeline_from_args, resolve_device
-from .runtime.precision import PRECISIONS, model_precision
+from .runtime.precision import PRECISIONS, model_precision, resolve_precision
 
 PRECISION_HELP = "auto: bf16 autocast where the device computes bf16 natively, else fp32"
 
@@ -243,9 +244,10 @@ def cmd_eval(args: argparse.Namespace) -> None:
     detector = None
     if args.boxes == "detect" and (args.detector or not hasattr(estimator, "detect_people")):
         try:
-            detector = PersonDetector(
-                args.detector or DEFAULT_DETECTOR, device=device, conf=args.box_conf, precision=precision
-            )
+            detector = PersonDetector(  # in the precision the video job gives it, whatever the pose model's
+                args.detector or DEFAULT_DETECTOR, device=device, conf=args.box_conf,
+                precision=resolve_precision(args.precision, torch.device(device)),
+            )  # fmt: skip
         except (FileNotFoundError, ValueError) as exc:
             raise UsageError(str(exc)) from exc
     for knob in knobs:
@@ -386,13 +388,27 @@ def cmd_export(args: argparse.Namespace) -> None:
         raise UsageError(f"--out {args.out}: the file to write must end in .onnx")
     if Path(args.weights).suffix.lower() == ".onnx":
         raise UsageError(f"--weights {args.weights} is an ONNX export already; give its checkpoint")
+    if args.int8 != bool(args.calib):
+        raise UsageError(
+            "--int8 and --calib ANN IMAGES go together: int8 ranges are measured on people (training people)"
+        )
     model = load_model(args.weights)
     check_knob(model, args.knob)
     try:
-        report = export_onnx(model, args.out, args.knob, source=args.weights, opset=args.opset)
+        if not args.int8:
+            print(export_onnx(model, args.out, args.knob, source=args.weights, opset=args.opset).summary())
+            return
+        from .tools.onnx_quantize import calibration_crops, quantize_export
+
+        crops = calibration_crops(*args.calib, model.input_size, args.calib_people)
+        out = Path(args.out)
+        with tempfile.TemporaryDirectory(dir=out.resolve().parent) as work:
+            float_path = Path(work) / out.name
+            report = export_onnx(model, float_path, args.knob, source=args.weights, opset=args.opset)
+            print(report.summary(name="the float graph"))
+            print(quantize_export(float_path, out, crops).summary())
     except (ExportError, OSError) as exc:
         raise UsageError(str(exc)) from exc
-    print(report.summary())
 
 
 def cmd_video(args: argparse.Namespace) -> None:
@@ -493,6 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .runtime.detect import DEFAULT_DETECTOR
     from .runtime.pipeline import DEFAULT_WEIGHTS
     from .tools.onnx_export import OPSET
+    from .tools.onnx_quantize import CALIBRATION_PEOPLE
 
     prog = "main.py" if Path(sys.argv[0]).name == "main.py" else "poseapp"  # the script, or the command
     parser = argparse.ArgumentParser(prog=prog, description="PoseApp: real-time multi-person pose.")
@@ -742,6 +759,18 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", required=True, help="the .onnx file to write")
     ex.add_argument("--knob", type=float, help="keep ratio (EViTPose) or eta (EMGPose: 0 or 1); default: own")
     ex.add_argument("--opset", type=int, default=OPSET, help="ONNX opset version")
+    ex.add_argument(
+        "--int8", action="store_true",
+        help="quantize weights and activations to 8 bits (static, calibrated on --calib's people)",
+    )  # fmt: skip
+    ex.add_argument(
+        "--calib", nargs=2, metavar=("ANN", "IMAGES"),
+        help="--int8: COCO keypoint json and images whose people calibrate the ranges (training people)",
+    )  # fmt: skip
+    ex.add_argument(
+        "--calib-people", type=int, default=CALIBRATION_PEOPLE, metavar="N",
+        help=f"--int8: people to calibrate and check on ({CALIBRATION_PEOPLE})",
+    )  # fmt: skip
     ex.set_defaults(func=cmd_export)
 
     bt = sub.add_parser(

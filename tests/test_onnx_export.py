@@ -17,6 +17,7 @@ from poseapp.models.zoo import describe_weights
 from poseapp.results import Detection, Frame
 from poseapp.runtime.flops import count_macs
 from poseapp.runtime.pipeline import PipelineConfig, PosePipeline
+from poseapp.tools.bench import bench_model
 from poseapp.tools.onnx_export import ExportError, static_route
 
 HW = [128, 96]
@@ -208,3 +209,79 @@ def test_a_lateral_head_exports_with_its_finer_maps(tmp_path) -> None:
     with torch.no_grad():
         want = source(x, 0.5)
     torch.testing.assert_close(onnx(x).heatmaps, want.heatmaps, atol=1e-4, rtol=1e-4)
+
+
+def _people_file(root, people: int) -> tuple[str, str]:
+    """A COCO keypoint file of ``people`` boxes over a few textured images (calibration people)."""
+    import cv2
+
+    rng = np.random.default_rng(1)
+    (root / "img").mkdir()
+    images, annotations = [], []
+    for i in range(4):
+        base = cv2.resize(rng.integers(0, 255, (12, 16, 3), dtype=np.uint8), (320, 240))  # smooth blobs
+        cv2.imwrite(str(root / "img" / f"{i}.png"), base)
+        images.append({"id": i, "file_name": f"{i}.png", "width": 320, "height": 240})
+    for k in range(people):
+        x, y = rng.uniform(0, 200), rng.uniform(0, 60)
+        box, joints = [x, y, 60.0, 150.0], [x + 30, y + 20, 2] + [0] * 48
+        annotations.append({"id": k + 1, "image_id": k % 4, "category_id": 1, "iscrowd": 0,
+                            "num_keypoints": 1, "bbox": box, "keypoints": joints})  # fmt: skip
+    ann = root / "people.json"
+    ann.write_text(json.dumps({"images": images, "annotations": annotations, "categories": [{"id": 1}]}))
+    return str(ann), str(root / "img")
+
+
+def test_int8_export_is_quantized_calibrated_and_close_to_the_float_graph(
+    tmp_path, exported, capsys, monkeypatch
+) -> None:
+    import onnx
+
+    from poseapp.tools import onnx_quantize
+
+    checkpoint, float_graph = exported["evitpose_t"]
+    ann, images = _people_file(tmp_path, 24)
+    graph = tmp_path / "int8.onnx"
+    args = ["export", "--weights", str(checkpoint), "--out", str(graph), "--knob", "0.5", "--int8"]
+    args += ["--calib", ann, images, "--calib-people", "24"]
+    crops = onnx_quantize.calibration_crops(ann, images, (HW[1], HW[0]), 24)
+    # A random model's heatmaps are noise whose argmax any rounding moves: its joints fail the default
+    # bound (a trained model's median joint moves about 1 px), and the graph is refused, leaving nothing.
+    with pytest.raises(ExportError, match="px from the float graph's at the median"):
+        onnx_quantize.quantize_export(float_graph, graph, crops)
+    assert not graph.exists()
+    monkeypatch.setattr(onnx_quantize, "MAX_MEDIAN_KEYPOINT_SHIFT", 1.0)
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "int8 calibrated on 18 people: against the float graph on 6 other people" in printed
+    ops = {node.op_type for node in onnx.load(str(graph)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    quantized, reference = load_model(graph), load_model(float_graph)
+    assert quantized.precision == "int8" and quantized.meta.info["int8_calibration_people"] == 18
+    assert describe_weights(graph) == "evitpose_t ONNX int8, keep_ratio 0.5"
+    x = torch.from_numpy(onnx_quantize.calibration_crops(ann, images, quantized.input_size, 24, seed=5))
+    assert x.shape == (24, 3, *HW)
+    got, want = quantized(x), reference(x)
+    assert torch.equal(got.tokens_per_block, want.tokens_per_block)
+    correlation = torch.corrcoef(torch.stack([got.heatmaps.flatten(), want.heatmaps.flatten()]))[0, 1]
+    assert float(correlation) > 0.9, "the int8 logits are not the float graph's up to rounding"
+    assert not list(tmp_path.glob("tmp*")), "the float graph's temporary folder is left behind"
+    rows = bench_model(quantized, [0.5], batches=(1,), runs=1, warmup=0, precision="bf16")
+    assert rows[0].gflops == pytest.approx(quantized.macs_per_crop / 1e9)
+
+
+def test_int8_export_arguments_fail_with_one_line(tmp_path, exported, capsys) -> None:
+    checkpoint, _ = exported["evitpose_t"]
+    out = tmp_path / "x.onnx"
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps({"images": [], "annotations": []}))
+    cases = [
+        ([], "--int8 and --calib ANN IMAGES go together"),
+        (["--calib", str(empty), str(tmp_path)], "holds no person"),
+        (["--calib", str(tmp_path / "none.json"), str(tmp_path)], "not a readable COCO keypoint file"),
+    ]
+    for extra, message in cases:
+        assert main(["export", "--weights", str(checkpoint), "--out", str(out), "--int8", *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1
+    assert not out.exists()

@@ -76,6 +76,8 @@ class OnnxMetadata:
     source: str
     """File name and SHA-256 of the checkpoint it was exported from."""
     info: dict
+    precision: str = "fp32"
+    """What the graph computes in: ``fp32``, or ``int8`` for a quantized graph (``export --int8``)."""
 
     def to_json(self) -> str:
         return json.dumps({f.name: getattr(self, f.name) for f in fields(self)})
@@ -101,7 +103,7 @@ class OnnxPoseModel(nn.Module):
         self.input_size = metadata.input_size
         self.grid, self.patch, self.num_joints = metadata.grid, metadata.patch, metadata.num_joints
         self.macs_per_crop = metadata.macs_per_crop
-        self.precision = "fp32"
+        self.precision = metadata.precision
         """The graph's own precision: autocast does not reach it."""
 
     @classmethod

@@ -92,11 +92,13 @@ def prepare_for_inference(model: nn.Module) -> nn.Module:
 
 
 def describe_weights(path: str | Path) -> str:
-    """The model a checkpoint holds (``evitpose_t``), or an ONNX export's with the knob it holds."""
+    """The model a checkpoint holds (``evitpose_t``), or an ONNX export's with the knob it holds (and
+    ``int8`` for a quantized one)."""
     if Path(path).suffix.lower() == ".onnx":
         model = OnnxPoseModel.load(path)
         knob = "" if model.knob.name == "none" else f", {model.knob.name} {model.knob.default:g}"
-        return f"{model.arch} ONNX{knob}"
+        precision = "" if model.precision == "fp32" else f" {model.precision}"
+        return f"{model.arch} ONNX{precision}{knob}"
     return read_metadata(path)["arch"]
 
 

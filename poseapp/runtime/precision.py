@@ -38,8 +38,8 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 def model_precision(model: torch.nn.Module, precision: str, device: torch.device) -> str:
-    """What ``model`` computes in: its own fixed precision where it has one (an ONNX graph runs float32
-    whatever autocast says), else ``resolve_precision``."""
+    """What ``model`` computes in: its own fixed precision where it has one (an ONNX graph runs float32, or
+    int8 where quantized, whatever autocast says), else ``resolve_precision``."""
     return getattr(model, "precision", None) or resolve_precision(precision, device)
 
 

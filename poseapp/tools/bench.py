@@ -17,7 +17,7 @@ from torch import nn
 
 from ..io.video import CaptureThread, FrameSource, ScaledSource, open_source
 from ..runtime.flops import count_macs
-from ..runtime.precision import autocast, bf16_weights, resolve_precision
+from ..runtime.precision import autocast, bf16_weights, model_precision
 
 if TYPE_CHECKING:
     from ultralytics.engine.results import Results
@@ -63,7 +63,7 @@ def bench_model(
     """Time ``model`` at every knob value and batch size; ``inputs`` (N, 3, h, w) are the crops
     to use (default: a fixed random batch of the model's input size), cycled to fill the largest batch."""
     model = model.to(device).eval()
-    precision = resolve_precision(precision, torch.device(device))
+    precision = model_precision(model, precision, torch.device(device))
     if precision == "bf16":
         model = bf16_weights(model)  # as the pipeline's predictor runs it
     if inputs is None:

@@ -50,10 +50,11 @@ class ExportReport:
     """Largest distance of a decoded joint from the source model's, in crop pixels."""
     seconds: float
 
-    def summary(self) -> str:
+    def summary(self, name: str | None = None) -> str:
+        """One line: what was written (``name``, default the path), its cost and its check."""
         knob = "" if self.knob_name == "none" else f" at {self.knob_name} {self.knob:g}"
         return (
-            f"wrote {self.path} ({self.megabytes:.1f} MB){knob}: GFLOPs/person {self.gflops:.3f}; "
+            f"wrote {name or self.path} ({self.megabytes:.1f} MB){knob}: GFLOPs/person {self.gflops:.3f}; "
             f"against the checkpoint, logits within {self.max_logit_error:.1e} and joints within "
             f"{self.max_keypoint_error_px:.1e} px ({self.seconds:.0f} s)"
         )
