@@ -114,11 +114,13 @@ def _write(graph: _Graph, example: torch.Tensor, names: list[str], path: Path, o
         )  # fmt: skip
 
 
-def _add_metadata(path: Path, metadata: OnnxMetadata) -> None:
+def write_metadata(path: Path, metadata: OnnxMetadata) -> None:
+    """Store ``metadata`` in the ONNX file at ``path``, replacing what it held under ``METADATA_KEY``."""
     import onnx
 
     proto = onnx.load(str(path))
-    entry = proto.metadata_props.add()
+    held = [e for e in proto.metadata_props if e.key == METADATA_KEY]
+    entry = held[0] if held else proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, metadata.to_json()
     onnx.save(proto, str(path))
 
@@ -181,7 +183,7 @@ def export_onnx(
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         _write(graph, example, names, path, opset)
-        _add_metadata(path, metadata)
+        write_metadata(path, metadata)
         logit_error, keypoint_error = _check(model, graph, OnnxPoseModel.load(path))
         if keypoint_error > MAX_KEYPOINT_ERROR_PX:
             raise ExportError(

@@ -30,9 +30,9 @@ import cv2
 import numpy as np
 import torch
 
-from ..models.onnx_model import METADATA_KEY, OnnxMetadata, OnnxPoseModel
+from ..models.onnx_model import INPUT_NAME, OnnxPoseModel
 from ..runtime.inference import crop_batch, keypoints_from_logits
-from .onnx_export import ExportError
+from .onnx_export import ExportError, write_metadata
 
 CALIBRATION_PEOPLE = 256
 CHECK_PEOPLE = 64
@@ -122,7 +122,6 @@ def quantize_export(float_path: str | Path, path: str | Path, crops: np.ndarray)
     """Quantize the export at ``float_path`` (``export_onnx``'s file) into ``path``, calibrated on all but the
     last ``CHECK_PEOPLE`` of ``crops`` (fewer when there are few) and checked on those; the file is refused
     (deleted, ``ExportError``) if its median joint moves more than ``MAX_MEDIAN_KEYPOINT_SHIFT``."""
-    import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -130,7 +129,7 @@ def quantize_export(float_path: str | Path, path: str | Path, crops: np.ndarray)
     path = Path(path)
     check = min(CHECK_PEOPLE, len(crops) // 4)
     calibration, held_out = crops[: len(crops) - check], crops[len(crops) - check :]
-    if len(calibration) == 0 or check == 0:
+    if check == 0:
         raise ExportError(f"{len(crops)} calibration people are too few: give at least 4")
     reference = OnnxPoseModel.load(float_path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -142,19 +141,14 @@ def quantize_export(float_path: str | Path, path: str | Path, crops: np.ndarray)
             quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=True)
             with _quiet_root_logger():  # the quantizer logs a line per 1-D weight it keeps per tensor
                 quantize_static(
-                    str(prepared), str(path), _Crops(reference.session.get_inputs()[0].name, calibration),
+                    str(prepared), str(path), _Crops(INPUT_NAME, calibration),
                     quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
                     weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
                 )  # fmt: skip
-        proto = onnx.load(str(path))
-        entry = next(e for e in proto.metadata_props if e.key == METADATA_KEY)
-        meta = OnnxMetadata.from_json(entry.value)
-        info = {**meta.info, "int8_calibration_people": len(calibration)}
-        entry.value = replace(meta, precision="int8", info=info).to_json()
-        onnx.save(proto, str(path))
-        with torch.no_grad():
-            quantized = OnnxPoseModel.load(path)
-            shift = (_keypoints(quantized, held_out) - _keypoints(reference, held_out)).norm(dim=-1)
+        info = {**reference.meta.info, "int8_calibration_people": len(calibration)}
+        write_metadata(path, replace(reference.meta, precision="int8", info=info))
+        quantized = OnnxPoseModel.load(path)
+        shift = (_keypoints(quantized, held_out) - _keypoints(reference, held_out)).norm(dim=-1)
         median_shift, allowed = float(shift.median()), MAX_MEDIAN_KEYPOINT_SHIFT * held_out.shape[-2]
         if median_shift > allowed:
             raise ExportError(
