@@ -225,7 +225,7 @@ class MainWindow(QMainWindow):
         self.budget_slider.valueChanged.connect(lambda _: self._slider_moved(self.budget_radio))
         self.knob_slider.valueChanged.connect(lambda _: self._slider_moved(self.manual_radio))
         self.knob_group = QGroupBox("Knob")
-        self.knob_group.setEnabled(False)  # until a model with an adjustable knob is loaded
+        self.knob_group.setEnabled(False)  # until a model is loaded
         grid = QGridLayout(self.knob_group)
         grid.addWidget(self.budget_radio, 0, 0, 1, 2)
         grid.addWidget(self.budget_slider, 1, 0)
@@ -383,8 +383,12 @@ class MainWindow(QMainWindow):
         self.model_box.blockSignals(False)
         knob = info.knob
         adjustable = knob.low < knob.high
-        self.knob_group.setEnabled(adjustable)
-        self.manual_radio.setText(f"Manual {knob.name} ({knob.low:g}–{knob.high:g})")
+        # A model without a dial keeps the budget (its people are then posed in turn) but not the slider.
+        self.knob_group.setEnabled(True)
+        self.knob_slider.setEnabled(adjustable)
+        self.manual_radio.setText(
+            f"Manual {knob.name} ({knob.low:g}–{knob.high:g})" if adjustable else "Every person, every frame"
+        )
         if adjustable:
             value = info.pinned if info.pinned is not None else knob.default
             self.knob_slider.blockSignals(True)

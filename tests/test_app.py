@@ -12,7 +12,7 @@ import torch
 from app.main_window import OVERLAYS, MainWindow, window_from_args
 from poseapp.cli import build_parser, wants_gui
 from poseapp.io.video import VideoWriter, probe
-from poseapp.models import EMGPose, EViTPose, create_model, save_model
+from poseapp.models import EMGPose, EViTPose, ViTPose, create_model, save_model
 from poseapp.models.vit import ViTSize
 from poseapp.results import Detection
 from poseapp.runtime.budget import LatencyModel
@@ -34,12 +34,16 @@ def fake_detector(image: np.ndarray) -> list[Detection]:
 
 def make_factory(budget_ms: float | None):
     """Pipelines by checkpoint name: "emg*" an EMGPose pinned at eta 1.0 (the fine stage always runs),
-    anything else an EViTPose, under ``budget_ms`` with a latency model that makes the choice depend
-    on the budget alone (or pinned at keep ratio 0.5)."""
+    "vit*" a ViTPose (no dial) under ``budget_ms``, anything else an EViTPose, under ``budget_ms`` with a
+    latency model that makes the choice depend on the budget alone (or pinned at keep ratio 0.5)."""
 
     def factory(weights: str) -> PosePipeline:
         if Path(weights).name.startswith("emg"):
             return PosePipeline(PipelineConfig(knob=1.0), fake_detector, model=EMGPose(TINY, 19))
+        if Path(weights).name.startswith("vit"):
+            latency = LatencyModel([1.0], [1.0], [10.0])
+            cfg = PipelineConfig(budget_ms=budget_ms)
+            return PosePipeline(cfg, fake_detector, model=ViTPose(TINY, 19), latency=latency)
         # The online correction stays in [1/2, 2]: 5 ms fits nothing (-> 0.25), 200 ms fits 1.0.
         latency = LatencyModel([0.25, 0.5, 1.0], [1.0, 10.0, 30.0], [0.0, 0.0, 0.0])
         cfg = PipelineConfig(budget_ms=budget_ms, knob=0.5)
@@ -67,7 +71,8 @@ def clip(tmp_path) -> Path:
 @pytest.fixture
 def open_window(qtbot, tmp_path, clip):
     def open_(source: str | Path = clip, budget_ms: float | None = None) -> MainWindow:
-        weights = [str(tmp_path / "evit.safetensors"), str(tmp_path / "emg.safetensors")]
+        names = ("evit.safetensors", "emg.safetensors", "vit.safetensors")
+        weights = [str(tmp_path / name) for name in names]
         window = MainWindow(
             make_factory(budget_ms),
             weights,
@@ -162,6 +167,24 @@ def test_budget_slider_drives_the_knob_and_manual_slider_pins_it(qtbot, open_win
     controller = window.worker.pipeline.controller
     assert controller.is_fixed and controller.last_value == pytest.approx(value)
     assert window.last_result.knob == pytest.approx(value)
+
+
+def test_a_model_without_a_dial_keeps_the_budget_but_not_the_slider(qtbot, open_window, tmp_path) -> None:
+    window = open_window(budget_ms=50)
+    qtbot.waitUntil(lambda: window.frames_shown >= 1, timeout=WAIT_MS)
+    with qtbot.waitSignal(window.worker.model_loaded, timeout=WAIT_MS):
+        vit = str((tmp_path / "vit.safetensors").resolve())
+        window.model_box.setCurrentIndex(window.model_box.findData(vit))
+    assert window.knob_group.isEnabled() and window.budget_radio.isEnabled()
+    assert not window.knob_slider.isEnabled() and window.manual_radio.text() == "Every person, every frame"
+    wait_idle(qtbot, window, window.pause_button.click)
+    assert not window.worker.pipeline.controller.is_fixed  # people in turn when they do not all fit
+    window.manual_radio.setChecked(True)
+    wait_idle(qtbot, window, window.step_button.click)
+    assert window.worker.pipeline.controller.is_fixed and window.last_result.knob == 1.0
+    window.budget_radio.setChecked(True)
+    wait_idle(qtbot, window, window.step_button.click)
+    assert not window.worker.pipeline.controller.is_fixed and window.last_result.knob == 1.0
 
 
 def test_flip_toggle_doubles_the_pose_cost_and_survives_a_model_switch(qtbot, open_window, tmp_path) -> None:

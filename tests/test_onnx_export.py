@@ -15,6 +15,7 @@ from poseapp.models import OnnxPoseModel, WeightsError, create_model, load_model
 from poseapp.models.onnx_model import record_from_tensors, record_tensors
 from poseapp.models.zoo import describe_weights
 from poseapp.results import Detection, Frame
+from poseapp.runtime.budget import LatencyModel
 from poseapp.runtime.flops import count_macs
 from poseapp.runtime.pipeline import PipelineConfig, PosePipeline
 from poseapp.tools.bench import bench_model
@@ -121,12 +122,25 @@ def test_the_onnx_model_runs_the_pipeline_with_its_overlay_record(exported) -> N
 
     _, graph = exported["evitpose_t"]
     onnx = load_model(graph)
-    pipeline = PosePipeline(PipelineConfig(weights=graph, budget_ms=5.0), TwoPeople(), model=onnx)
+    pipeline = PosePipeline(PipelineConfig(weights=graph), TwoPeople(), model=onnx)
     assert pipeline.controller.is_fixed and pipeline.precision == "fp32"
-    result = pipeline.step(Frame(0, np.full((240, 320, 3), 90, np.uint8), 0.0))
+    image = np.full((240, 320, 3), 90, np.uint8)
+    result = pipeline.step(Frame(0, image, 0.0))
     assert len(result.people) == 2 and result.knob == 0.5
     assert result.gflops == pytest.approx(2 * onnx.macs_per_crop / 1e9)
     assert all(len(person.record.kept_patches) == 3 for person in result.people)
+
+    # Under a budget its one knob value is calibrated like any model's (no cache: timed here) ...
+    timed = PipelineConfig(weights=graph, budget_ms=5.0, latency_cache=None)
+    budget = PosePipeline(timed, TwoPeople(), model=onnx)
+    assert not budget.controller.is_fixed and budget.controller.model.grid.tolist() == [0.5]
+    # ... and when one crop is all that fits, the two people are posed in turn, the other one carried.
+    one_fits = LatencyModel([0.5], [0.0], [10.0], rate=0.0)
+    cfg = PipelineConfig(weights=graph, budget_ms=15.0)
+    budget = PosePipeline(cfg, TwoPeople(), model=onnx, latency=one_fits)
+    results = [budget.step(Frame(i, image, i / 25)) for i in range(3)]
+    assert [r.posed for r in results] == [1, 1, 1] and [len(r.people) for r in results] == [1, 2, 2]
+    assert all(r.knob == 0.5 for r in results)
 
 
 def test_the_onnx_model_estimates_like_its_checkpoint_in_fp32(exported) -> None:

@@ -4,7 +4,8 @@
 detection, when due, on a detector thread while this frame's people are posed (``step``'s ``upcoming``),
 with results identical to detecting in turn. The threads around it (capture, writer, GUI worker) live in
 ``io/video.py``, ``runtime/video_job.py`` and ``app/``. The knob for each frame comes from the budget
-controller (fixed when the user pins it), so a new model plugs in without new pipeline code.
+controller (fixed when the user pins it; under a budget also for a model without a dial, whose people it
+then poses in turn), so a new model plugs in without new pipeline code.
 """
 
 from __future__ import annotations
@@ -140,8 +141,10 @@ class PosePipeline:
 
     def _controller(self, latency: LatencyModel | None) -> BudgetController:
         knob = self.model.knob
-        if self.cfg.budget_ms is None or knob.low == knob.high:
+        if self.cfg.budget_ms is None:
             return BudgetController.fixed(knob, knob.clamp(self.cfg.knob))
+        # A model without a dial (an ONNX graph) still gets a budget: its one value, and as many people a
+        # frame as fit, the others in turn (``BudgetController.capacity``).
         if latency is None:
             latency = cached_latency(
                 latency_key(self.model, self.device, self.precision, self.cfg.flip),
