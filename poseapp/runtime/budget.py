@@ -121,6 +121,8 @@ class BudgetController:
 
     When even the cheapest value cannot pose everyone in time, ``capacity`` says how many people fit; the
     pipeline poses that many (those waiting longest) and carries the others' last poses along their tracks.
+    A model without a dial (``low == high``, an ONNX graph) has a one-value grid: the budget then only sets
+    how many people a frame are posed.
 
     Fixed mode (``BudgetController.fixed``): always the pinned value, so the pipeline has one code path.
     """
